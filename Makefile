@@ -1,0 +1,39 @@
+# Every target sets up .venv on first use, so each one works on a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+CONFIG ?= configs/default.yaml
+
+.DEFAULT_GOAL := help
+.PHONY: help install fit test test-fast lint format clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(INSTALLED): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $@
+
+install: $(INSTALLED) ## Create .venv and install the project with its dev tools
+
+fit: $(INSTALLED) ## Train the default model on the embedded digits (CONFIG=... for another)
+	$(PY) -m project fit --config $(CONFIG)
+
+test: $(INSTALLED) ## Run the whole test suite, offline
+	$(PY) -m pytest
+
+test-fast: $(INSTALLED) ## Run the tests that do not train for real
+	$(PY) -m pytest -m "not slow"
+
+lint: $(INSTALLED) ## ruff check and ruff format --check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(INSTALLED) ## Apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean: ## Remove logs, generated data and caches (keeps .venv)
+	rm -rf logs data .pytest_cache .ruff_cache

@@ -1,0 +1,6 @@
+"""LightningModules and the networks they train."""
+
+from project.models.classifier import ImageClassifier
+from project.models.nets import ConvNet
+
+__all__ = ["ConvNet", "ImageClassifier"]

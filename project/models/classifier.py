@@ -1,0 +1,158 @@
+"""ImageClassifier: one LightningModule for any network, loss, optimizer and scheduler."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import lightning.pytorch as L
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
+
+# Schedulers whose step() is meant to run after every batch, not every epoch.
+PER_BATCH_SCHEDULERS = (torch.optim.lr_scheduler.OneCycleLR, torch.optim.lr_scheduler.CyclicLR)
+
+
+def classification_metrics(num_classes: int) -> MetricCollection:
+    """Accuracy, top-5 accuracy (from 5 classes on), macro precision, recall and F1."""
+    metrics: dict[str, Any] = {
+        "acc": MulticlassAccuracy(num_classes, average="micro"),
+        "precision": MulticlassPrecision(num_classes, average="macro"),
+        "recall": MulticlassRecall(num_classes, average="macro"),
+        "f1": MulticlassF1Score(num_classes, average="macro"),
+    }
+    if num_classes >= 5:
+        metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+    return MetricCollection(metrics)
+
+
+class ImageClassifier(L.LightningModule):
+    """Trains an injected network with an injected loss; logs ``train/``, ``val/``, ``test/``.
+
+    Args:
+        net: Any ``nn.Module`` mapping a float image batch to ``(N, num_classes)`` logits.
+        num_classes: Number of classes (set from the data by the CLI).
+        loss: Any ``nn.Module`` called as ``loss(logits, targets)``; cross-entropy by default.
+        optimizer: Built on the model's parameters; norm and bias parameters get no
+            weight decay.
+        scheduler: Learning-rate schedule. OneCycleLR and CyclicLR step every batch
+            (OneCycleLR's ``total_steps`` is filled in from the trainer when not
+            given), ReduceLROnPlateau watches ``scheduler_monitor``, others step
+            every epoch.
+        scheduler_monitor: Metric ReduceLROnPlateau watches (its ``mode`` must match:
+            "min" for a loss).
+        class_names: Names of the classes in index order (set from the data); kept
+            in the checkpoint and used for predictions.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        num_classes: int,
+        loss: nn.Module | None = None,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        scheduler: LRSchedulerCallable | None = None,
+        scheduler_monitor: str = "val/loss",
+        class_names: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        # Built outside the CLI, net and loss would be stored as pickled modules;
+        # the weights are in the state dict anyway.
+        for name in [k for k, v in self.hparams.items() if isinstance(v, nn.Module)]:
+            del self.hparams[name]
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(
+                f"{len(class_names)} class names {class_names} for num_classes={num_classes}"
+            )
+        self.net = net
+        self.num_classes = num_classes
+        self.loss = loss if loss is not None else nn.CrossEntropyLoss()
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.scheduler_monitor = scheduler_monitor
+        self.class_names = class_names or [str(i) for i in range(num_classes)]
+        metrics = classification_metrics(num_classes)
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net(images)
+
+    def model_step(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """Logits, loss and hard targets of one batch; shared by every stage."""
+        images, targets = batch
+        logits = self(images)
+        loss = self.loss(logits, targets)
+        # Soft targets (MixUp, CutMix) are scored against their largest class.
+        hard = targets.argmax(dim=1) if targets.is_floating_point() else targets
+        return logits, loss, hard
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        logits, loss, targets = self.model_step(batch)
+        self.train_metrics.update(logits.detach(), targets)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
+        return loss
+
+    def on_train_start(self) -> None:
+        # The sanity check ran validation batches into these metrics.
+        self.val_metrics.reset()
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val", self.val_metrics)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test", self.test_metrics)
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str, metrics: MetricCollection):
+        logits, loss, targets = self.model_step(batch)
+        metrics.update(logits, targets)
+        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log_dict(metrics, on_epoch=True, prog_bar=stage == "val")
+
+    def predict_step(self, batch: tuple[Tensor, list[str]], batch_idx: int) -> dict[str, Any]:
+        images, paths = batch
+        return {"paths": list(paths), "probabilities": self(images).softmax(dim=1)}
+
+    # -- optimization ------------------------------------------------------------------
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Trainable parameters split so that norm weights and biases get no weight decay."""
+        decay, no_decay = [], []
+        for parameter in self.parameters():
+            if parameter.requires_grad:
+                (no_decay if parameter.ndim <= 1 else decay).append(parameter)
+        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer(self.parameter_groups())
+        if self.scheduler is None:
+            return optimizer
+        scheduler = self._build_scheduler(optimizer)
+        config: dict[str, Any] = {"scheduler": scheduler, "interval": "epoch"}
+        if isinstance(scheduler, PER_BATCH_SCHEDULERS):
+            config["interval"] = "step"
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            config["monitor"] = self.scheduler_monitor
+        return {"optimizer": optimizer, "lr_scheduler": config}
+
+    def _build_scheduler(self, optimizer: torch.optim.Optimizer) -> Any:
+        given = getattr(self.scheduler, "keywords", {})
+        accepts = (
+            "total_steps" in given or "total_steps" in inspect.signature(self.scheduler).parameters
+        )
+        if accepts and given.get("total_steps") is None and given.get("epochs") is None:
+            # OneCycleLR needs the run's length: the trainer knows it (epochs,
+            # batches, accumulation and devices included).
+            return self.scheduler(optimizer, total_steps=self.trainer.estimated_stepping_batches)
+        return self.scheduler(optimizer)

@@ -1,0 +1,83 @@
+"""Networks trained from scratch: plain ``nn.Module``s that map images to class logits.
+
+Every network here takes ``num_classes`` and ``in_channels``; the CLI fills both
+from the data, so a config never writes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from torch import Tensor, nn
+
+
+def conv_bn_relu(in_channels: int, out_channels: int, batch_norm: bool) -> list[nn.Module]:
+    # A bias right before batch norm is cancelled by its mean subtraction.
+    return [
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=not batch_norm),
+        *([nn.BatchNorm2d(out_channels)] if batch_norm else []),
+        nn.ReLU(inplace=True),
+    ]
+
+
+class ConvNet(nn.Module):
+    """A VGG-style CNN: stages of 3x3 convolutions, downsampling between stages.
+
+    The last stage ends in global average pooling, so the classifier's input
+    size is the last width whatever the image size; there is no flattened
+    size to get wrong.
+
+    Args:
+        num_classes: Output logits (set from the data).
+        in_channels: Image channels (set from the data).
+        widths: Channels of each stage; the number of entries is the depth in stages.
+        convs_per_stage: 3x3 convolutions in each stage.
+        batch_norm: Batch norm after each convolution.
+        pooling: Downsampling between stages: "max" or "avg" 2x2 pooling.
+        dropout: Dropout probability before the classifier.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        widths: Sequence[int] = (32, 64, 128),
+        convs_per_stage: int = 2,
+        batch_norm: bool = True,
+        pooling: Literal["max", "avg"] = "max",
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__()
+        if not widths:
+            raise ValueError("widths needs at least one stage")
+        pool = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}[pooling]
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for stage, width in enumerate(widths):
+            if stage > 0:
+                layers.append(pool(2))
+            for _ in range(convs_per_stage):
+                layers += conv_bn_relu(channels, width, batch_norm)
+                channels = width
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(channels, num_classes)
+        init_weights(self)
+
+    def forward(self, images: Tensor) -> Tensor:
+        features = self.pool(self.features(images)).flatten(1)
+        return self.classifier(self.dropout(features))
+
+
+def init_weights(module: nn.Module) -> None:
+    """Kaiming (He) init for convolutions feeding ReLUs, unit scale for norms."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Conv2d):
+            nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+        elif isinstance(layer, nn.BatchNorm2d | nn.GroupNorm):
+            nn.init.ones_(layer.weight)
+            nn.init.zeros_(layer.bias)
