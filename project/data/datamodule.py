@@ -95,6 +95,12 @@ class ImageDataModule(L.LightningDataModule):
         cache: Decode all images once at setup and keep them in memory.
         predict_root: A folder of images (any layout, labels not needed) for
             ``predict``; ``None`` predicts the test split.
+        classes: Keep only these classes (by name, in this order); ``None`` keeps all.
+        train_per_class: Keep at most this many training images per class
+            (seeded), for few-label experiments; validation and test are untouched.
+        long_tail_ratio: Thin the training split to a long tail: class counts
+            fall geometrically from the largest class to ``1/long_tail_ratio`` of
+            it (in class-index order); validation and test are untouched.
     """
 
     def __init__(
@@ -111,6 +117,9 @@ class ImageDataModule(L.LightningDataModule):
         std: list[float] | None = None,
         cache: bool = False,
         predict_root: str | None = None,
+        classes: list[str] | None = None,
+        train_per_class: int | None = None,
+        long_tail_ratio: float | None = None,
     ) -> None:
         super().__init__()
         if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1:
@@ -135,6 +144,11 @@ class ImageDataModule(L.LightningDataModule):
         self.std = std
         self.cache = cache
         self.predict_root = predict_root
+        self.classes = classes
+        self.train_per_class = train_per_class
+        if long_tail_ratio is not None and long_tail_ratio < 1:
+            raise ValueError(f"long_tail_ratio must be at least 1, got {long_tail_ratio}")
+        self.long_tail_ratio = long_tail_ratio
         self.class_names: list[str] = []
         self.datasets: dict[str, ImageFileDataset] = {}
 
@@ -145,6 +159,15 @@ class ImageDataModule(L.LightningDataModule):
     def find_samples(self) -> Samples:
         """Lists the labelled samples of this source."""
         raise NotImplementedError
+
+    def select_classes(self, available: list[str]) -> list[str]:
+        """The source's class names, narrowed to ``classes`` when that is given."""
+        if self.classes is None:
+            return available
+        unknown = [name for name in self.classes if name not in available]
+        if unknown:
+            raise ValueError(f"classes {unknown} are not in the data; it has {available}")
+        return list(self.classes)
 
     # -- setup -------------------------------------------------------------------------
 
@@ -162,6 +185,7 @@ class ImageDataModule(L.LightningDataModule):
         by_split: dict[str, list[int]] = {name: [] for name in SPLITS}
         for index, name in enumerate(split):
             by_split[name].append(index)
+        by_split["train"] = self._thin_training(by_split["train"], samples.targets)
         for name in SPLITS:
             indices = by_split[name]
             self.datasets[name] = ImageFileDataset(
@@ -177,6 +201,30 @@ class ImageDataModule(L.LightningDataModule):
             self.datasets[name].transform = self.eval_transform()
         if stage == "predict":
             self.datasets["predict"] = self.datasets["test"]
+
+    def _thin_training(self, indices: list[int], targets: Sequence[int]) -> list[int]:
+        """Applies ``train_per_class`` and ``long_tail_ratio`` to the training indices."""
+        if self.train_per_class is None and self.long_tail_ratio is None:
+            return indices
+        generator = torch.Generator().manual_seed(self.seed)
+        order = [indices[i] for i in torch.randperm(len(indices), generator=generator)]
+        per_class = Counter(targets[i] for i in indices)
+        largest = max(per_class.values())
+        limits = {}
+        for index in range(self.num_classes):
+            limit = per_class[index]
+            if self.long_tail_ratio is not None and self.num_classes > 1:
+                share = self.long_tail_ratio ** (-index / (self.num_classes - 1))
+                limit = min(limit, max(1, round(largest * share)))
+            if self.train_per_class is not None:
+                limit = min(limit, self.train_per_class)
+            limits[index] = limit
+        kept, taken = [], Counter()
+        for i in order:
+            if taken[targets[i]] < limits[targets[i]]:
+                kept.append(i)
+                taken[targets[i]] += 1
+        return sorted(kept)
 
     def _report_split(self) -> None:
         lines = [f"{'class':<16}" + "".join(f"{name:>8}" for name in SPLITS)]

@@ -25,7 +25,7 @@ class ImageFolderDataModule(ImageDataModule):
     def __init__(self, root: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.root = Path(root)
-        self.class_names = self.discover_classes()
+        self.class_names = self.select_classes(self.discover_classes())
 
     def _is_presplit(self) -> bool:
         return (self.root / "train").is_dir() and {
@@ -70,15 +70,14 @@ class ImageFolderDataModule(ImageDataModule):
         return Samples(paths, targets, self._complete_split(split, targets))
 
     def _check_classes(self, top: Path) -> None:
-        extra = sorted(
-            p.name
-            for p in top.iterdir()
-            if p.is_dir() and not p.name.startswith(".") and p.name not in self.class_names
-        )
+        def folders(path: Path) -> set[str]:
+            return {p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")}
+
+        extra = sorted(folders(top) - folders(self.root / "train"))
         if extra:
             raise ValueError(
                 f"{str(top)!r} has class folders {extra} that {str(self.root / 'train')!r} "
-                f"lacks; the classes are {self.class_names}"
+                f"lacks; every split needs the same classes"
             )
 
     def _complete_split(self, split: list[str], targets: list[int]) -> list[str]:

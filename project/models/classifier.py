@@ -84,6 +84,8 @@ class ImageClassifier(L.LightningModule):
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        # Per-class recall shows the classes a good average hides.
+        self.test_class_recall = MulticlassRecall(num_classes, average=None)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.net(images)
@@ -112,13 +114,24 @@ class ImageClassifier(L.LightningModule):
         self._evaluate(batch, "val", self.val_metrics)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test", self.test_metrics)
+        logits = self._evaluate(batch, "test", self.test_metrics)
+        self.test_class_recall.update(logits, batch[1])
 
-    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str, metrics: MetricCollection):
+    def on_test_epoch_end(self) -> None:
+        recall = self.test_class_recall.compute()
+        self.test_class_recall.reset()
+        self.log("test/recall_min", recall.min(), sync_dist=False)
+        for name, value in zip(self.class_names, recall, strict=True):
+            self.log(f"test/recall/{name}", value, sync_dist=False)
+
+    def _evaluate(
+        self, batch: tuple[Tensor, Tensor], stage: str, metrics: MetricCollection
+    ) -> Tensor:
         logits, loss, targets = self.model_step(batch)
         metrics.update(logits, targets)
         self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log_dict(metrics, on_epoch=True, prog_bar=stage == "val")
+        return logits
 
     def predict_step(self, batch: tuple[Tensor, list[str]], batch_idx: int) -> dict[str, Any]:
         images, paths = batch

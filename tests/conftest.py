@@ -1,0 +1,98 @@
+"""Shared test set-up: offline guard, CPU only, runs in a temporary folder.
+
+Every test runs with the network blocked (loopback stays open for DDP's
+rendezvous), with the working directory in a temporary folder (so ``logs/``
+and ``data/`` land there) and ``TORCH_HOME`` pointing at an empty folder, so a
+test that would download weights or data fails loudly instead.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+# Trainer overrides that turn any config into a seconds-long CPU run.
+FAST = [
+    "--trainer.accelerator=cpu",
+    "--trainer.devices=1",
+    "--trainer.max_epochs=1",
+    "--trainer.limit_train_batches=2",
+    "--trainer.limit_val_batches=2",
+    "--trainer.limit_test_batches=2",
+    "--trainer.limit_predict_batches=2",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+]
+
+
+class NetworkAccessError(RuntimeError):
+    """Raised when a test tries to reach anything beyond this machine."""
+
+
+def _is_local(address: object) -> bool:
+    if not isinstance(address, tuple):  # unix sockets
+        return True
+    host = "" if address[0] is None else str(address[0])
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory):
+    """Blocks non-loopback connections and gives each test an empty TORCH_HOME."""
+    real_connect = socket.socket.connect
+
+    def guarded_connect(sock: socket.socket, address: object) -> object:
+        if not _is_local(address):
+            raise NetworkAccessError(f"tests run offline: connection to {address!r} blocked")
+        return real_connect(sock, address)
+
+    real_getaddrinfo = socket.getaddrinfo
+
+    def guarded_getaddrinfo(host: object, *args: object, **kwargs: object) -> object:
+        if not _is_local((host,)):
+            raise NetworkAccessError(f"tests run offline: lookup of {host!r} blocked")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+    monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+
+
+@pytest.fixture(scope="session")
+def digits_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The digits image folder, written once per test session."""
+    from project.data.digits import write_digits
+
+    root = tmp_path_factory.mktemp("shared") / "digits"
+    write_digits(root)
+    return root
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, digits_tree: Path) -> Path:
+    """A fresh working directory with ``configs/`` and the digits already in ``data/``."""
+    shutil.copytree(digits_tree, tmp_path / "data" / "digits")
+    os.symlink(CONFIGS, tmp_path / "configs")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run_cli(*args: str):
+    """Runs ``python -m project ARGS`` in-process; returns the LightningCLI object."""
+    from project.cli import main
+
+    return main(list(args))
