@@ -2,72 +2,73 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 import lightning.pytorch as L
 import torch
-from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import DataLoader
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 from torchvision.transforms import v2
 
-from project.data.files import ImageFileDataset, list_images
+from project.data.files import (
+    DecodedImages,
+    FileCheck,
+    ImageDataset,
+    ImageFiles,
+    ImageStore,
+    check_files,
+    match_channels,
+    scan_folder,
+)
+from project.data.sampling import ResumableSampler
+from project.data.splits import SPLITS, complete_split, kfold_split
+from project.data.transforms import (
+    Preset,
+    Size,
+    batch_mixing,
+    compose,
+    eval_transforms,
+    histogram_statistics,
+    moment_statistics,
+    pixel_counts,
+    train_preset,
+)
 
-SPLITS = ("train", "val", "test")
+__all__ = ["SPLITS", "ImageDataModule", "Samples", "compose", "default_num_workers"]
+
+# How many unusable files a warning lists; strict mode lists them all.
+LISTED = 5
 
 
 @dataclass
 class Samples:
-    """What a source found: files, their class indices, and any split it defines itself.
+    """What a source found: its images, their class indices, and any split it defines itself.
 
-    ``split`` holds, per sample, "train", "val" or "test" when the source says
-    so (a pre-split folder tree, a CSV split column); ``None`` lets the
-    DataModule draw a stratified, seeded split.
+    Attributes:
+        store: The images (files to decode, or arrays already in memory).
+        targets: Class index of each image.
+        split: Per image, "train", "val" or "test" where the source says so (a
+            pre-split folder tree, a CSV split column, a dataset's official test
+            set); ``None`` lets the DataModule draw a stratified, seeded split.
+        skipped: ``(file or row, reason)`` of what the source could not use (a CSV
+            row naming a missing file or an unknown label); reported at setup.
     """
 
-    paths: list[Path]
+    store: ImageStore
     targets: list[int]
     split: list[str] | None = None
-    skipped: list[Path] = field(default_factory=list)
-
-
-def compose(transforms: list[v2.Transform]) -> v2.Transform:
-    """Chains transforms; an empty list leaves images unchanged."""
-    return v2.Compose(transforms) if transforms else v2.Identity()
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
 def default_num_workers() -> int:
-    """Loader processes: one per spare core, at most 8 (each one costs memory)."""
+    """Loader processes: one per spare core, at most 8 (each is a process with its own memory)."""
     return max(0, min(8, (os.cpu_count() or 1) - 1))
-
-
-def stratified_split(targets: Sequence[int], fractions: dict[str, float], seed: int) -> list[str]:
-    """Assigns each sample to "train" or to one of ``fractions``' splits.
-
-    Each held-out split gets its fraction of all samples, with every class in
-    the same proportion as overall; the same seed gives the same assignment.
-    """
-    from sklearn.model_selection import train_test_split
-
-    split = ["train"] * len(targets)
-    rest = list(range(len(targets)))
-    remaining = 1.0
-    for name, fraction in fractions.items():
-        if fraction == 0:
-            continue
-        rest, chosen = train_test_split(
-            rest,
-            test_size=fraction / remaining,
-            stratify=[targets[i] for i in rest],
-            random_state=seed,
-        )
-        for i in chosen:
-            split[i] = name
-        remaining -= fraction
-    return split
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -76,23 +77,56 @@ class ImageDataModule(L.LightningDataModule):
     A subclass sets ``self.class_names`` in ``__init__`` (so the model can be
     built before any file is read) and implements :meth:`find_samples`.
 
+    Images stay uint8 from decoding through augmentation and batching; each
+    batch is converted to float and normalized on the device it trains on.
+
     Args:
         batch_size: Images per batch on each device.
-        num_workers: Loader processes; ``None`` picks one per spare CPU core.
-        channels: 1 decodes every image as grayscale, 3 as RGB.
-        image_size: Side in pixels the network sees; ``None`` keeps the files' size
-            (they must then all have the same size).
-        val_fraction: Share of all samples held out for validation when the
-            source defines no split.
-        test_fraction: Share of all samples held out for testing, likewise.
+        num_workers: Loader processes; ``None`` picks one per spare CPU core (at most 8).
+        channels: 1 decodes every image as grayscale, 3 as RGB (grayscale files are
+            repeated to three channels). A pretrained backbone needs 3.
+        image_size: Side in pixels the network sees (training crops and the
+            evaluation centre crop); ``None`` keeps the files' size (they must then
+            all have the same size) or, with a pretrained backbone, takes the crop
+            size its weights were trained at.
+        resize_size: Shorter side images are resized to before the evaluation centre
+            crop; ``None``: ``image_size / 0.875``, or the pretrained weights' value.
+        val_fraction: Share of the samples held out for validation when the source
+            defines no validation split.
+        test_fraction: Share of the samples held out for testing, likewise.
+        num_folds: Stratified k-fold cross-validation: the train and validation
+            samples are cut into this many folds; the test split stays fixed.
+        fold: Which fold (0 to ``num_folds - 1``) validates; loop over it for a
+            cross-validation run.
         seed: Seed of the split; the same seed gives the same split on every run.
-        train_transforms: ``torchvision.transforms.v2`` transforms applied to the
-            uint8 training images before conversion to float and normalization.
-            ``None`` trains on the evaluation transform (no augmentation).
-        mean: Per-channel mean on the 0-1 scale; ``None`` computes it on the
-            training split.
+        augment: Training augmentation preset: ``none``, ``light`` (pad-and-crop
+            shifts, flips: small images), ``standard`` (RandomResizedCrop, flips,
+            small rotations, colour jitter: photos) or ``strong`` (adds
+            TrivialAugmentWide and RandomErasing). See :func:`train_preset`.
+        horizontal_flip: Whether presets mirror images; turn off for digits and text.
+        train_transforms: Your own list of ``torchvision.transforms.v2`` transforms
+            for training instead of a preset, applied to uint8 images; it must end
+            at a fixed size (``image_size``). ``None`` uses ``augment``.
+        mixup_alpha: MixUp on training batches with this Beta(alpha, alpha)
+            parameter (0: off). Targets become soft, ``(N, num_classes)``; the loss
+            must accept them (``nn.CrossEntropyLoss`` does).
+        cutmix_alpha: CutMix likewise; with both on, each batch gets one at random.
+        mean: Per-channel mean on the 0-1 scale; ``None`` takes the pretrained
+            weights' value or computes it on the training split (printed, and kept
+            in checkpoints).
         std: Per-channel standard deviation, likewise.
-        cache: Decode all images once at setup and keep them in memory.
+        cache: Decode all images once at setup and keep them in memory as uint8,
+            shared with the worker processes. With ``image_size`` set, larger images
+            are kept with their shorter side at ``resize_size``.
+        check_files: Decode every file at setup, so unreadable ones are reported
+            before training instead of failing mid-epoch. Turn off only for large
+            datasets known to be clean.
+        strict: Stop at setup with the full list of unusable files or CSV rows,
+            instead of skipping them with one warning.
+        sampler: ``random`` shuffles; ``balanced`` draws training images with
+            probability inversely proportional to their class's size
+            (WeightedRandomSampler), so every class is seen equally often.
+        prefetch_factor: Batches each worker prepares ahead (``None``: PyTorch's default).
         predict_root: A folder of images (any layout, labels not needed) for
             ``predict``; ``None`` predicts the test split.
         classes: Keep only these classes (by name, in this order); ``None`` keeps all.
@@ -109,13 +143,24 @@ class ImageDataModule(L.LightningDataModule):
         num_workers: int | None = None,
         channels: int = 3,
         image_size: int | None = None,
+        resize_size: int | None = None,
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
+        num_folds: int | None = None,
+        fold: int = 0,
         seed: int = 0,
+        augment: Preset = "none",
+        horizontal_flip: bool = True,
         train_transforms: list[v2.Transform] | None = None,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
         mean: list[float] | None = None,
         std: list[float] | None = None,
         cache: bool = False,
+        check_files: bool = True,
+        strict: bool = False,
+        sampler: Literal["random", "balanced"] = "random",
+        prefetch_factor: int | None = None,
         predict_root: str | None = None,
         classes: list[str] | None = None,
         train_per_class: int | None = None,
@@ -132,25 +177,57 @@ class ImageDataModule(L.LightningDataModule):
                 f"val_fraction + test_fraction = {val_fraction + test_fraction} leaves no "
                 "training data; their sum must be below 1"
             )
+        if (mean is None) != (std is None):
+            raise ValueError("give data.mean and data.std together, or neither")
+        if train_transforms and augment != "none":
+            raise ValueError(
+                f"data.train_transforms and data.augment ({augment!r}) both set: use one "
+                "(a preset, or your own list)"
+            )
+        if long_tail_ratio is not None and long_tail_ratio < 1:
+            raise ValueError(f"long_tail_ratio must be at least 1, got {long_tail_ratio}")
+        if sampler not in ("random", "balanced"):
+            raise ValueError(f"sampler must be 'random' or 'balanced', got {sampler!r}")
+        if num_folds is not None and (num_folds < 2 or not 0 <= fold < num_folds):
+            raise ValueError(
+                f"num_folds must be at least 2 and fold in 0..num_folds-1; got "
+                f"num_folds={num_folds}, fold={fold}"
+            )
+        batch_mixing(mixup_alpha, cutmix_alpha, 2)  # validates the alphas now, not at fit
         self.batch_size = batch_size
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.channels = channels
         self.image_size = image_size
+        self.resize_size = resize_size
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
+        self.num_folds = num_folds
+        self.fold = fold
         self.seed = seed
+        self.augment = augment
+        self.horizontal_flip = horizontal_flip
         self.train_transforms = list(train_transforms or [])
+        self.mixup_alpha = mixup_alpha
+        self.cutmix_alpha = cutmix_alpha
         self.mean = mean
         self.std = std
         self.cache = cache
+        self.check_files = check_files
+        self.strict = strict
+        self.sampler = sampler
+        self.prefetch_factor = prefetch_factor
         self.predict_root = predict_root
         self.classes = classes
         self.train_per_class = train_per_class
-        if long_tail_ratio is not None and long_tail_ratio < 1:
-            raise ValueError(f"long_tail_ratio must be at least 1, got {long_tail_ratio}")
         self.long_tail_ratio = long_tail_ratio
+        # What the user set, so values adopted from a pretrained model never
+        # override a deliberate choice.
+        self._given = {"mean": mean, "std": std, "image_size": image_size, "resize": resize_size}
         self.class_names: list[str] = []
-        self.datasets: dict[str, ImageFileDataset] = {}
+        self.datasets: dict[str, ImageDataset] = {}
+        self.skipped: list[tuple[str, str]] = []
+        self._native_size: Size | None = None
+        self._mixer: Any = None
 
     @property
     def num_classes(self) -> int:
@@ -172,35 +249,122 @@ class ImageDataModule(L.LightningDataModule):
     # -- setup -------------------------------------------------------------------------
 
     def setup(self, stage: str) -> None:
+        self._adopt_model_preprocessing()
         if stage == "predict" and self.predict_root is not None:
-            # Normalization comes from data.mean/std or from the checkpoint.
+            # Normalization comes from data.mean/std, the weights, or the checkpoint.
             self.datasets["predict"] = self._predict_dataset(Path(self.predict_root))
             return
-        if "train" in self.datasets:
+        if "train" not in self.datasets:
+            self._build_splits()
+        if stage == "predict":
+            test = self.datasets["test"]
+            self.datasets["predict"] = ImageDataset(
+                test.store, test.indices, None, self.eval_transform(), return_names=True
+            )
+
+    def _adopt_model_preprocessing(self) -> None:
+        """Takes mean, std and sizes from a pretrained model where the user set none."""
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        preprocessing = getattr(module, "input_preprocessing", None)
+        if not preprocessing:
             return
+        wanted = preprocessing.get("channels", 3)
+        if wanted != self.channels:
+            raise ValueError(
+                f"the model's pretrained weights expect {wanted}-channel input but "
+                f"data.channels is {self.channels}: set data.channels: {wanted} "
+                "(grayscale images are then repeated to three channels)"
+            )
+        if self._given["mean"] is None:
+            self.mean = [float(m) for m in preprocessing["mean"]]
+            self.std = [float(s) for s in preprocessing["std"]]
+        # A checkpoint of this template records no sizes (None): keep the data's own.
+        if self._given["image_size"] is None and preprocessing.get("crop_size") is not None:
+            self.image_size = int(preprocessing["crop_size"])
+            if self._given["resize"] is None and preprocessing.get("resize_size") is not None:
+                self.resize_size = int(preprocessing["resize_size"])
+
+    def _build_splits(self) -> None:
         samples = self.find_samples()
-        split = samples.split or stratified_split(
-            samples.targets, {"val": self.val_fraction, "test": self.test_fraction}, self.seed
-        )
+        skipped = list(samples.skipped)
+        checked = None
+        if isinstance(samples.store, ImageFiles) and (self.check_files or self.cache):
+            samples, checked, unreadable = self._checked(samples)
+            skipped += unreadable
+        self._report_skipped(skipped, "samples")
+        if not samples.targets:
+            raise FileNotFoundError(f"{type(self).__name__} found no usable images")
+        split = self._split(samples)
         by_split: dict[str, list[int]] = {name: [] for name in SPLITS}
         for index, name in enumerate(split):
             by_split[name].append(index)
         by_split["train"] = self._thin_training(by_split["train"], samples.targets)
+        self._native_size = self._common_size(samples.store, checked)
         for name in SPLITS:
             indices = by_split[name]
-            self.datasets[name] = ImageFileDataset(
-                [samples.paths[i] for i in indices],
-                [samples.targets[i] for i in indices],
-                channels=self.channels,
-                cache=self.cache,
-            )
+            targets = [samples.targets[i] for i in indices]
+            self.datasets[name] = ImageDataset(samples.store, indices, targets)
         self._report_split()
-        self._ensure_normalization(self.datasets["train"])
+        self._ensure_normalization(samples.store, by_split["train"], checked)
         self.datasets["train"].transform = self.train_transform()
         for name in ("val", "test"):
             self.datasets[name].transform = self.eval_transform()
-        if stage == "predict":
-            self.datasets["predict"] = self.datasets["test"]
+        self._try_train_transform(checked)
+        self._mixer = batch_mixing(self.mixup_alpha, self.cutmix_alpha, self.num_classes)
+
+    def _checked(self, samples: Samples) -> tuple[Samples, FileCheck, list[tuple[str, str]]]:
+        """Decodes every file; drops the unreadable ones; keeps the images when caching."""
+        store = samples.store
+        assert isinstance(store, ImageFiles)
+        check = check_files(
+            store.paths,
+            self.channels,
+            num_workers=self.num_workers,
+            keep_images=self.cache,
+            shrink_to=self._eval_resize() if self.image_size is not None else None,
+        )
+        paths = [store.paths[i] for i in check.readable]
+        new_store: ImageStore = ImageFiles(paths, self.channels)
+        if self.cache and check.images is not None:
+            same_shape = len({tuple(image.shape) for image in check.images}) == 1
+            images = torch.stack(check.images) if same_shape else check.images
+            new_store = DecodedImages(images, [str(p) for p in paths], self.channels)
+            check.images = None  # now owned by the store
+        kept = Samples(
+            new_store,
+            [samples.targets[i] for i in check.readable],
+            None if samples.split is None else [samples.split[i] for i in check.readable],
+        )
+        return kept, check, check.unreadable
+
+    def _report_skipped(self, skipped: list[tuple[str, str]], what: str) -> None:
+        """One warning for everything unusable, or (``strict``) an error listing all of it."""
+        self.skipped += skipped
+        if not skipped:
+            return
+        if self.strict:
+            listing = "\n".join(f"  {item}: {reason}" for item, reason in skipped)
+            raise ValueError(
+                f"{len(skipped)} {what} cannot be used (data.strict is true):\n{listing}\n"
+                "Fix or remove them, or set data.strict: false to skip them with a warning."
+            )
+        listing = "\n".join(f"  {item}: {reason}" for item, reason in skipped[:LISTED])
+        more = f"\n  ... and {len(skipped) - LISTED} more" if len(skipped) > LISTED else ""
+        rank_zero_warn(
+            f"Skipped {len(skipped)} {what} that cannot be used:\n{listing}{more}\n"
+            "Set data.strict: true to stop instead, with the full list."
+        )
+
+    def _split(self, samples: Samples) -> list[str]:
+        split = samples.split or ["train"] * len(samples.targets)
+        names = self.class_names
+        if self.num_folds is None:
+            fractions = {"val": self.val_fraction, "test": self.test_fraction}
+            return complete_split(split, samples.targets, fractions, self.seed, names)
+        split = complete_split(
+            split, samples.targets, {"test": self.test_fraction}, self.seed, names
+        )
+        return kfold_split(split, samples.targets, self.num_folds, self.fold, self.seed, names)
 
     def _thin_training(self, indices: list[int], targets: Sequence[int]) -> list[int]:
         """Applies ``train_per_class`` and ``long_tail_ratio`` to the training indices."""
@@ -235,7 +399,8 @@ class ImageDataModule(L.LightningDataModule):
             )
         lines.append(f"{'total':<16}" + "".join(f"{len(self.datasets[n]):>8}" for n in SPLITS))
         table = "\n".join(lines)
-        rank_zero_info(f"Images per class and split (seed {self.seed}):\n{table}")
+        fold = f", fold {self.fold} of {self.num_folds}" if self.num_folds else ""
+        rank_zero_info(f"Images per class and split (seed {self.seed}{fold}):\n{table}")
 
     @property
     def class_counts(self) -> list[int]:
@@ -243,21 +408,88 @@ class ImageDataModule(L.LightningDataModule):
         counts = Counter(self.datasets["train"].targets)
         return [counts[index] for index in range(self.num_classes)]
 
-    # -- transforms --------------------------------------------------------------------
+    # -- sizes and transforms ----------------------------------------------------------
 
-    def _resize(self) -> list[v2.Transform]:
+    def _common_size(self, store: ImageStore, checked: FileCheck | None) -> Size | None:
+        """The one size all images share, needed when ``image_size`` is not set."""
+        if self.image_size is not None:
+            return None
+        if checked is not None:
+            sizes = [shape[1:] for shape in checked.shapes]
+            names = [store.name(i) for i in range(len(store))]
+        elif isinstance(store, DecodedImages) and isinstance(store.images, torch.Tensor):
+            sizes, names = [tuple(store.images.shape[-2:])], [store.name(0)]
+        else:  # unchecked files: the first one stands for all
+            sizes, names = [tuple(store[0].shape[-2:])], [store.name(0)]
+        distinct = {}
+        for size, name in zip(sizes, names, strict=True):
+            distinct.setdefault(size, name)
+        if len(distinct) > 1:
+            shown = list(distinct.items())[:3]
+            examples = ", ".join(f"{name} is {h}x{w}" for (h, w), name in shown)
+            raise ValueError(
+                f"images differ in size ({examples}); set data.image_size (e.g. "
+                f"data.image_size: {min(min(s) for s in distinct)}) to resize and crop them"
+            )
+        height, width = next(iter(distinct))
+        return height if height == width else (height, width)
+
+    @property
+    def crop_size(self) -> Size | None:
+        """Size of the images the network sees (known after setup when ``image_size`` is None)."""
+        return self.image_size if self.image_size is not None else self._native_size
+
+    def _eval_resize(self) -> int | None:
         if self.image_size is None:
-            return []
+            return None
         # The usual evaluation recipe: resize to 8/7 of the side, then a centre crop.
-        return [v2.Resize(round(self.image_size / 0.875)), v2.CenterCrop(self.image_size)]
+        return self.resize_size or round(self.image_size / 0.875)
 
     def eval_transform(self) -> v2.Transform:
         """Deterministic: resize and centre crop when ``image_size`` is set."""
-        return compose(self._resize())
+        return compose(eval_transforms(self.image_size, self._eval_resize()))
 
     def train_transform(self) -> v2.Transform:
-        """The configured augmentations, on uint8 images."""
-        return compose(self.train_transforms or self._resize())
+        """Your ``train_transforms``, or the ``augment`` preset, on uint8 images."""
+        if self.train_transforms:
+            return compose(self.train_transforms)
+        crop = self.crop_size
+        if crop is None:
+            return self.eval_transform()
+        return compose(train_preset(self.augment, crop, self._eval_resize(), self.horizontal_flip))
+
+    def _try_train_transform(self, checked: FileCheck | None) -> None:
+        """Runs the training transform on the smallest and largest image now, not mid-epoch.
+
+        Catches a crop larger than the images and transforms whose output size
+        varies (which batching cannot stack).
+        """
+        train = self.datasets["train"]
+        if len(train) == 0:
+            return
+        positions = [0]
+        if checked is not None:
+            areas = [checked.shapes[i][1] * checked.shapes[i][2] for i in train.indices]
+            positions = sorted({areas.index(min(areas)), areas.index(max(areas))})
+        shapes = {}
+        for position in positions:
+            try:
+                shapes[train.name(position)] = tuple(train[position][0].shape)
+            except Exception as error:
+                raise ValueError(
+                    f"the training transform fails on {train.name(position)} "
+                    f"({'x'.join(map(str, train.image(position).shape[1:]))} pixels): {error}. "
+                    "Start data.train_transforms with a resize (v2.Resize) or a "
+                    "RandomResizedCrop, or set data.image_size and use a preset"
+                ) from error
+        if len(set(shapes.values())) > 1:
+            raise ValueError(
+                f"the training transform gives images of different sizes ({shapes}); "
+                "end data.train_transforms with a fixed-size crop (v2.CenterCrop, "
+                "v2.RandomResizedCrop) so batches can be stacked"
+            )
+
+    # -- normalization -----------------------------------------------------------------
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 batch ``(N, C, H, W)`` to float: scaled to 0-1, then standardized."""
@@ -275,62 +507,124 @@ class ImageDataModule(L.LightningDataModule):
         # Batches travel to the device as uint8 (a quarter of the bytes of float32)
         # and are converted there, once per batch rather than once per image.
         images, targets = batch
-        return self.normalize(images), targets
+        images = self.normalize(images)
+        if self.trainer is not None and self.trainer.training:
+            images, targets = self.mix(images, targets)
+        return images, targets
 
-    def _ensure_normalization(self, train: ImageFileDataset) -> None:
+    def mix(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """MixUp/CutMix of a float batch and its class indices, when configured (after setup).
+
+        Returns soft targets ``(N, num_classes)`` when mixing is on, the batch unchanged otherwise.
+        """
+        if self._mixer is None:
+            return images, targets
+        return self._mixer(images, targets)
+
+    def _ensure_normalization(
+        self, store: ImageStore, train: list[int], checked: FileCheck | None
+    ) -> None:
         if self.mean is not None and self.std is not None:
+            if len(self.mean) != self.channels or len(self.std) != self.channels:
+                raise ValueError(
+                    f"data.mean {self.mean} and data.std {self.std} need one value per "
+                    f"channel ({self.channels})"
+                )
             return
-        self.mean, self.std = self.channel_statistics(train)
+        self.mean, self.std = self._training_statistics(store, train, checked)
         rank_zero_info(
             f"Normalization from the training split: mean {[round(m, 4) for m in self.mean]}, "
-            f"std {[round(s, 4) for s in self.std]}"
+            f"std {[round(s, 4) for s in self.std]} (set data.mean/data.std to skip this)"
         )
 
-    def channel_statistics(
-        self, dataset: ImageFileDataset, max_images: int = 2000
+    def _training_statistics(
+        self, store: ImageStore, train: list[int], checked: FileCheck | None
     ) -> tuple[list[float], list[float]]:
-        """Per-channel mean and std on the 0-1 scale, over at most ``max_images`` images."""
+        """Per-channel mean and std of the training images, at their stored size."""
+        if isinstance(store, DecodedImages):
+            images = store.images
+            if isinstance(images, torch.Tensor):
+                chunks = (
+                    match_channels(images[train[start : start + 4096]], self.channels)
+                    for start in range(0, len(train), 4096)
+                )
+            else:
+                chunks = (store[i] for i in train)
+            return histogram_statistics(pixel_counts(chunks, self.channels))
+        if checked is not None:
+            # The setup check already summed every pixel of every file.
+            pixels = sum(checked.shapes[i][1] * checked.shapes[i][2] for i in train)
+            return moment_statistics(
+                checked.sums[train].sum(0), checked.squares[train].sum(0), pixels
+            )
+        # Unchecked files: a seeded sample stands for the whole split.
         generator = torch.Generator().manual_seed(self.seed)
-        order = torch.randperm(len(dataset), generator=generator)[:max_images].tolist()
-        resize = compose(self._resize())
-        total = torch.zeros(self.channels, dtype=torch.float64)
-        squares = torch.zeros(self.channels, dtype=torch.float64)
-        pixels = 0
-        for index in order:
-            image = resize(dataset.image(index)).to(torch.float64) / 255.0
-            total += image.sum(dim=(1, 2))
-            squares += image.square().sum(dim=(1, 2))
-            pixels += image.shape[1] * image.shape[2]
-        mean = total / pixels
-        std = (squares / pixels - mean.square()).clamp_min(1e-12).sqrt()
-        return mean.tolist(), std.tolist()
+        sample = [train[i] for i in torch.randperm(len(train), generator=generator)[:2000]]
+        files = check_files([Path(store.name(i)) for i in sample], self.channels, self.num_workers)
+        pixels = sum(shape[1] * shape[2] for shape in files.shapes)
+        return moment_statistics(files.sums.sum(0), files.squares.sum(0), pixels)
 
-    def _predict_dataset(self, root: Path) -> ImageFileDataset:
+    # -- prediction on a folder --------------------------------------------------------
+
+    def _predict_dataset(self, root: Path) -> ImageDataset:
         if not root.is_dir():
             raise FileNotFoundError(f"predict_root {str(root)!r} is not a folder of images")
-        paths = list_images(root)
+        paths, _ = scan_folder(root)
         if not paths:
             raise FileNotFoundError(
                 f"predict_root {str(root)!r} holds no image files "
-                f"(looked for {', '.join(sorted({'.png', '.jpg', '.jpeg'}))} and similar)"
+                "(looked for .png, .jpg, .jpeg, .bmp, .gif, .tif, .tiff, .webp)"
             )
-        return ImageFileDataset(
-            paths, None, channels=self.channels, transform=self.eval_transform()
-        )
+        store = ImageFiles(paths, self.channels)
+        checked = None
+        if self.check_files:
+            checked = check_files(paths, self.channels, num_workers=self.num_workers)
+            self._report_skipped(checked.unreadable, "images to predict")
+            store = ImageFiles([paths[i] for i in checked.readable], self.channels)
+            if not store.paths:
+                raise FileNotFoundError(f"predict_root {str(root)!r} holds no readable image")
+        self._native_size = self._common_size(store, checked)
+        indices = range(len(store))
+        return ImageDataset(store, indices, None, self.eval_transform(), return_names=True)
 
     # -- loaders -----------------------------------------------------------------------
 
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
+        dataset = self.datasets[split]
         workers = self.num_workers
+        sampler = None
+        if shuffle:
+            # Seeded per epoch and batch: a resumed run draws what an uninterrupted one draws.
+            balanced = self.sampler == "balanced"
+            draws = self._balanced_sampler() if balanced else RandomSampler(dataset)
+            sampler = ResumableSampler(draws, self.batch_size, self.trainer)
         return DataLoader(
-            self.datasets[split],
+            dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=workers,
             persistent_workers=workers > 0,
-            pin_memory=torch.cuda.is_available(),
-            drop_last=False,
+            pin_memory=self._pin_memory(),
+            prefetch_factor=self.prefetch_factor if workers > 0 else None,
+            # A last training batch of one image would break batch norm.
+            drop_last=shuffle and self._per_device(len(dataset)) % self.batch_size == 1,
         )
+
+    def _per_device(self, samples: int) -> int:
+        world = self.trainer.world_size if self.trainer is not None else 1
+        return math.ceil(samples / world)
+
+    def _pin_memory(self) -> bool:
+        # Pinned memory only pays off for copies to a CUDA device.
+        if self.trainer is not None:
+            return self.trainer.strategy.root_device.type == "cuda"
+        return torch.cuda.is_available()
+
+    def _balanced_sampler(self) -> WeightedRandomSampler:
+        targets = self.datasets["train"].targets
+        counts = Counter(targets)
+        weights = torch.tensor([1.0 / counts[t] for t in targets], dtype=torch.float64)
+        return WeightedRandomSampler(weights, num_samples=len(targets), replacement=True)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -351,5 +645,12 @@ class ImageDataModule(L.LightningDataModule):
         return {"class_names": self.class_names, "mean": self.mean, "std": self.std}
 
     def load_state_dict(self, state_dict: dict) -> None:
+        saved = state_dict.get("class_names")
+        if saved and self.class_names and list(saved) != list(self.class_names):
+            raise ValueError(
+                f"the checkpoint was trained on classes {list(saved)} but the data has "
+                f"{self.class_names}; use the data the model was trained on "
+                "(or data.classes to select the same classes)"
+            )
         self.mean = state_dict.get("mean", self.mean)
         self.std = state_dict.get("std", self.std)

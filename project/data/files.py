@@ -1,15 +1,27 @@
-"""Image files on disk: finding them, decoding them, and the dataset that serves them."""
+"""Images: finding files, decoding them, checking them at setup, and the dataset serving them."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms.v2 import functional as F
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+class UnreadableImageError(ValueError):
+    """A file that cannot be decoded as an image; names the file and the decoder's reason."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
 
 
 def read_mode(channels: int) -> ImageReadMode:
@@ -20,71 +32,315 @@ def read_mode(channels: int) -> ImageReadMode:
     return modes[channels]
 
 
+def match_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
+    """Converts uint8 ``(..., C, H, W)`` images to ``channels`` (gray <-> RGB, alpha dropped)."""
+    have = image.shape[-3]
+    if have in (2, 4):  # gray + alpha, RGB + alpha
+        have -= 1
+        image = image[..., :have, :, :]
+    if have == channels:
+        return image
+    if channels == 3:
+        return image.expand(*image.shape[:-3], 3, *image.shape[-2:]).contiguous()
+    return F.rgb_to_grayscale(image)
+
+
+def to_uint8(image: torch.Tensor) -> torch.Tensor:
+    """16-bit images (PNG, TIFF) scaled to 8 bits; uint8 passes unchanged."""
+    if image.dtype == torch.uint8:
+        return image
+    return (image.to(torch.float32) / 257.0).round().clamp(0, 255).to(torch.uint8)
+
+
+def _load_with_pil(path: Path, channels: int) -> torch.Tensor:
+    # Pillow covers what torchvision.io does not decode (BMP, TIFF, ...).
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()
+        if image.mode.startswith("I;16") or image.mode == "I":
+            array = np.asarray(image, dtype=np.int64).clip(0, 65535).astype(np.uint16)
+            tensor = to_uint8(torch.from_numpy(array.astype(np.int32)).unsqueeze(0))
+            return match_channels(tensor, channels)
+        converted = image.convert("L" if channels == 1 else "RGB")
+        array = np.asarray(converted, dtype=np.uint8)
+    tensor = torch.from_numpy(array.copy())
+    return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
+
+
 def load_image(path: str | Path, channels: int) -> torch.Tensor:
     """Decodes one file into a ``(channels, H, W)`` uint8 tensor.
 
-    Palette, RGBA, 16-bit and CMYK files are converted by the decoder to the
-    requested mode, so every image of a dataset has the same channel count.
+    JPEG, PNG, GIF and WebP are decoded by ``torchvision.io``; other formats
+    (BMP, TIFF) by Pillow. Palette, RGBA, 16-bit and CMYK files are converted to
+    the requested mode, so every image of a dataset has the same channel count.
+
+    Raises:
+        UnreadableImageError: The file is missing, truncated or not an image.
     """
-    image = decode_image(str(path), mode=read_mode(channels))
-    if image.dtype != torch.uint8:  # 16-bit PNGs decode to uint16
-        image = (image.to(torch.float32) / 257.0).round().to(torch.uint8)
-    return image
+    try:
+        image = decode_image(str(path), mode=read_mode(channels))
+    except RuntimeError:
+        try:
+            image = _load_with_pil(Path(path), channels)
+        except (OSError, ValueError, SyntaxError) as error:
+            # Pillow's messages ("image file is truncated", "cannot identify
+            # image file") read better than the C++ source locations torchvision gives.
+            raise UnreadableImageError(path, str(error) or type(error).__name__) from None
+    # GIF and WebP ignore the requested grayscale mode.
+    return match_channels(to_uint8(image), channels)
+
+
+def scan_folder(folder: Path) -> tuple[list[Path], list[Path]]:
+    """Image files under ``folder`` (any depth), and the other files found there, both sorted.
+
+    Hidden files and folders (``.DS_Store``, ``.ipynb_checkpoints``) are left out of both.
+    """
+    images, others = [], []
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file() or any(p.startswith(".") for p in path.relative_to(folder).parts):
+            continue
+        (images if path.suffix.lower() in IMAGE_EXTENSIONS else others).append(path)
+    return images, others
 
 
 def list_images(folder: Path) -> list[Path]:
     """Image files directly or deeper under ``folder``, sorted, hidden files left out."""
-    return sorted(
-        path
-        for path in folder.rglob("*")
-        if path.is_file()
-        and path.suffix.lower() in IMAGE_EXTENSIONS
-        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
-    )
+    return scan_folder(folder)[0]
 
 
-class ImageFileDataset(Dataset):
-    """Images read from files, with an integer target per file.
+# -- where the pixels live ------------------------------------------------------------
 
-    Args:
-        paths: One file per sample.
-        targets: The class index of each file; for unlabelled data (prediction)
-            pass ``None`` and each sample's target is its file path instead.
-        channels: 1 for grayscale, 3 for RGB.
-        transform: Applied to the decoded uint8 image on every access, so random
-            augmentations differ from epoch to epoch.
-        cache: Decode every image once, now, and keep the uint8 tensors in memory;
-            worker processes forked later share them instead of decoding again.
-    """
 
-    def __init__(
-        self,
-        paths: Sequence[Path],
-        targets: Sequence[int] | None,
-        channels: int,
-        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        cache: bool = False,
-    ) -> None:
-        if targets is not None and len(targets) != len(paths):
-            raise ValueError(f"{len(paths)} paths but {len(targets)} targets")
+class ImageFiles:
+    """Images decoded from their files on every access."""
+
+    def __init__(self, paths: Sequence[Path], channels: int) -> None:
         self.paths = list(paths)
-        self.targets = None if targets is None else list(targets)
         self.channels = channels
-        self.transform = transform
-        self._cache = [load_image(path, channels) for path in self.paths] if cache else None
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return load_image(self.paths[index], self.channels)
+
+    def name(self, index: int) -> str:
+        return str(self.paths[index])
+
+
+class DecodedImages:
+    """Images already decoded in memory, converted to ``channels`` on access.
+
+    Args:
+        images: One ``(N, C, H, W)`` uint8 tensor (images of one size) or a list of
+            ``(C, H, W)`` tensors.
+        names: What identifies each image to a user: its file path, or
+            ``<dataset>/<split>/<index>`` for a dataset that comes as arrays.
+        channels: 1 or 3.
+    """
+
+    def __init__(
+        self, images: torch.Tensor | list[torch.Tensor], names: Sequence[str], channels: int
+    ) -> None:
+        if len(images) != len(names):
+            raise ValueError(f"{len(images)} images but {len(names)} names")
+        # No copy per worker process: forked workers share these pages with the
+        # main process, and under spawn torch moves the tensor to shared memory
+        # once, when the dataset is first sent to a worker.
+        self.images = images
+        self.names = list(names)
+        self.channels = channels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return match_channels(self.images[index], self.channels)
+
+    def name(self, index: int) -> str:
+        return self.names[index]
+
+
+ImageStore = ImageFiles | DecodedImages
+
+
+class ImageDataset(Dataset):
+    """Samples of an image store with their targets and a transform.
+
+    Args:
+        store: Where the images come from (files or memory); splits share one store.
+        indices: The store's images that belong to this dataset.
+        targets: Class index of each sample; ``None`` for unlabelled data.
+        transform: Applied to the uint8 image on every access, so random
+            augmentations differ from epoch to epoch.
+        return_names: Yield each image's name (its file path) instead of its target,
+            as prediction needs.
+    """
+
+    def __init__(
+        self,
+        store: ImageStore,
+        indices: Sequence[int],
+        targets: Sequence[int] | None,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        return_names: bool = False,
+    ) -> None:
+        if targets is not None and len(targets) != len(indices):
+            raise ValueError(f"{len(indices)} samples but {len(targets)} targets")
+        if targets is None and not return_names:
+            raise ValueError("unlabelled samples (targets=None) need return_names=True")
+        self.store = store
+        self.indices = list(indices)
+        self.targets = None if targets is None else list(targets)
+        self.transform = transform
+        self.return_names = return_names
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
     def image(self, index: int) -> torch.Tensor:
         """The decoded, untransformed uint8 image of sample ``index``."""
-        if self._cache is None:
-            return load_image(self.paths[index], self.channels)
-        return self._cache[index]
+        return self.store[self.indices[index]]
+
+    def name(self, index: int) -> str:
+        """The file path (or in-memory name) of sample ``index``."""
+        return self.store.name(self.indices[index])
+
+    @property
+    def paths(self) -> list[str]:
+        """Every sample's file path (or in-memory name), in order."""
+        return [self.name(i) for i in range(len(self))]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int | str]:
         image = self.image(index)
         if self.transform is not None:
             image = self.transform(image)
-        target = str(self.paths[index]) if self.targets is None else self.targets[index]
-        return image, target
+        if self.return_names:
+            return image, self.name(index)
+        return image, self.targets[index]
+
+
+# -- the setup-time check --------------------------------------------------------------
+
+
+@dataclass
+class FileCheck:
+    """What decoding every file once at setup found.
+
+    Attributes:
+        readable: Positions (in the checked list) of the files that decoded.
+        unreadable: ``(path, reason)`` of the files that did not.
+        shapes: ``(C, H, W)`` of each readable file, as decoded.
+        sums: Per readable file, the per-channel sum of its pixel values (0-255);
+            empty when the images are kept (they are summed from memory).
+        squares: Per readable file, the per-channel sum of squared pixel values, likewise.
+        images: The decoded images of the readable files, when asked to keep them.
+    """
+
+    readable: list[int]
+    unreadable: list[tuple[str, str]]
+    shapes: list[tuple[int, int, int]]
+    sums: torch.Tensor
+    squares: torch.Tensor
+    images: list[torch.Tensor] | None
+
+
+LEVELS = torch.arange(256, dtype=torch.int64)
+
+
+def pixel_moments(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact per-channel sums of a uint8 ``(C, H, W)`` image's values and of their squares."""
+    if image[0].numel() <= 16384:
+        # Small images: two integer reductions (int32 holds 255**2; sum() gives int64).
+        values = image.reshape(image.shape[0], -1).to(torch.int32)
+        return values.sum(dim=1), (values * values).sum(dim=1)
+    # Large images: a histogram per channel reads the pixels once, with no wide copy.
+    counts = torch.stack([torch.bincount(channel.flatten(), minlength=256) for channel in image])
+    return counts @ LEVELS, counts @ (LEVELS * LEVELS)
+
+
+class _DecodeEach(Dataset):
+    """Decodes one file per item, reporting failures instead of raising them."""
+
+    def __init__(self, paths: Sequence[Path], channels: int, keep: bool, shrink_to: int | None):
+        self.paths = list(paths)
+        self.channels = channels
+        self.keep = keep
+        self.shrink_to = shrink_to
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple:
+        try:
+            image = load_image(self.paths[index], self.channels)
+        except UnreadableImageError as error:
+            return index, error.reason, None, None, None, None
+        # Kept images are summed later in bulk, much faster than one by one.
+        sums, squares = (None, None) if self.keep else pixel_moments(image)
+        shape = tuple(image.shape)
+        if self.keep and self.shrink_to is not None and min(shape[1:]) > self.shrink_to:
+            image = F.resize(image, self.shrink_to, antialias=True)
+        return index, None, shape, sums, squares, image if self.keep else None
+
+
+def _as_list(items: list) -> list:
+    return items
+
+
+def check_files(
+    paths: Sequence[Path],
+    channels: int,
+    num_workers: int = 0,
+    keep_images: bool = False,
+    shrink_to: int | None = None,
+) -> FileCheck:
+    """Decodes every file once, in ``num_workers`` processes, and reports what it found.
+
+    Args:
+        paths: The files.
+        channels: Decode to 1 (grayscale) or 3 (RGB) channels.
+        num_workers: Loader processes that share the decoding (0: this process).
+        keep_images: Return the decoded images too (the in-memory cache).
+        shrink_to: With ``keep_images``, kept images whose shorter side is longer
+            than this are resized to it, so a cache of large photos stays small.
+    """
+    loader = DataLoader(
+        _DecodeEach(paths, channels, keep_images, shrink_to),
+        batch_size=64,
+        num_workers=num_workers if len(paths) > 256 else 0,
+        collate_fn=_as_list,
+    )
+    readable, unreadable, shapes, sums, squares, images = [], [], [], [], [], []
+    threads = torch.get_num_threads()
+    if loader.num_workers == 0:
+        # One image at a time is too little work to split across threads; on a
+        # busy machine their start-up costs 10-50x the work (workers run one too).
+        torch.set_num_threads(1)
+    try:
+        for batch in loader:
+            for index, reason, shape, image_sums, image_squares, image in batch:
+                if reason is not None:
+                    unreadable.append((str(paths[index]), reason))
+                    continue
+                readable.append(index)
+                shapes.append(shape)
+                if image_sums is not None:
+                    sums.append(image_sums)
+                    squares.append(image_squares)
+                if keep_images:
+                    # A copy out of the worker's shared memory: thousands of shared
+                    # tensors would each hold a file descriptor open.
+                    images.append(image.clone() if loader.num_workers else image)
+    finally:
+        torch.set_num_threads(threads)
+    empty = torch.zeros(0, channels, dtype=torch.int64)
+    return FileCheck(
+        readable=readable,
+        unreadable=unreadable,
+        shapes=shapes,
+        sums=torch.stack(sums) if sums else empty,
+        squares=torch.stack(squares) if squares else empty,
+        images=images if keep_images else None,
+    )

@@ -5,8 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from project.data.datamodule import SPLITS, ImageDataModule, Samples, stratified_split
-from project.data.files import list_images
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+from project.data.datamodule import ImageDataModule, Samples
+from project.data.files import IMAGE_EXTENSIONS, ImageFiles, scan_folder
+from project.data.splits import SPLITS
+
+
+def _visible_folders(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _holds_images(folder: Path) -> bool:
+    # Stops at the first image: a large class folder is not listed twice.
+    return any(
+        path.suffix.lower() in IMAGE_EXTENSIONS
+        and path.is_file()
+        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+        for path in folder.rglob("*")
+    )
 
 
 class ImageFolderDataModule(ImageDataModule):
@@ -15,7 +32,10 @@ class ImageFolderDataModule(ImageDataModule):
     Either ``root/<class>/<image>`` (the DataModule draws a stratified split) or
     ``root/train/<class>/...`` with ``root/val/...`` and/or ``root/test/...``
     (the given split is used; a missing ``val`` or ``test`` is drawn from
-    ``train``). Class names are the subfolder names, sorted.
+    ``train``). Class names are the subfolder names, sorted; images may sit at
+    any depth below their class folder. Files that are not images (by
+    extension) are listed at setup and ignored; hidden files are ignored; a
+    class folder without images is left out with a warning.
 
     Args:
         root: The folder.
@@ -28,71 +48,62 @@ class ImageFolderDataModule(ImageDataModule):
         self.class_names = self.select_classes(self.discover_classes())
 
     def _is_presplit(self) -> bool:
-        return (self.root / "train").is_dir() and {
-            p.name for p in self.root.iterdir() if p.is_dir()
-        } <= set(SPLITS)
+        return (self.root / "train").is_dir() and set(_visible_folders(self.root)) <= set(SPLITS)
 
     def discover_classes(self) -> list[str]:
+        """The class folder names, sorted, leaving out folders without images."""
         if not self.root.is_dir():
             raise FileNotFoundError(
                 f"data root {str(self.root)!r} does not exist; expected a folder with one "
-                "subfolder of images per class"
+                "subfolder of images per class (set data.root)"
             )
         top = self.root / "train" if self._is_presplit() else self.root
-        names = sorted(p.name for p in top.iterdir() if p.is_dir() and not p.name.startswith("."))
+        names = _visible_folders(top)
+        empty = [name for name in names if not _holds_images(top / name)]
+        if empty:
+            rank_zero_warn(
+                f"class folders without images left out: {', '.join(empty)} (under {top}); "
+                "add images to them to train on those classes"
+            )
+        names = [name for name in names if name not in empty]
         if not names:
             raise FileNotFoundError(
-                f"data root {str(top)!r} has no class subfolders; expected "
-                f"{top!s}/<class name>/<image files>"
+                f"data root {str(top)!r} has no class subfolders with images; expected "
+                f"{top!s}/<class name>/<image files> ({', '.join(IMAGE_EXTENSIONS)})"
             )
         return names
 
     def find_samples(self) -> Samples:
         presplit = self._is_presplit()
-        paths, targets, split = [], [], []
+        paths, targets, split, others = [], [], [], []
         for split_name in SPLITS if presplit else ("",):
             top = self.root / split_name
             if not top.is_dir():
                 continue
-            for index, name in enumerate(self.class_names):
-                for path in list_images(top / name) if (top / name).is_dir() else []:
-                    paths.append(path)
-                    targets.append(index)
-                    split.append(split_name)
             if presplit:
                 self._check_classes(top)
+            for index, name in enumerate(self.class_names):
+                if not (top / name).is_dir():
+                    continue
+                images, not_images = scan_folder(top / name)
+                others += not_images
+                paths += images
+                targets += [index] * len(images)
+                split += [split_name] * len(images)
+        if others:
+            listed = ", ".join(str(p) for p in others[:5])
+            more = f" and {len(others) - 5} more" if len(others) > 5 else ""
+            rank_zero_info(f"Ignored {len(others)} files that are not images: {listed}{more}")
         if not paths:
             raise FileNotFoundError(
                 f"no image files under {str(self.root)!r} (classes: {', '.join(self.class_names)})"
             )
-        if not presplit:
-            return Samples(paths, targets)
-        return Samples(paths, targets, self._complete_split(split, targets))
+        return Samples(ImageFiles(paths, self.channels), targets, split if presplit else None)
 
     def _check_classes(self, top: Path) -> None:
-        def folders(path: Path) -> set[str]:
-            return {p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")}
-
-        extra = sorted(folders(top) - folders(self.root / "train"))
+        extra = sorted(set(_visible_folders(top)) - set(_visible_folders(self.root / "train")))
         if extra:
             raise ValueError(
                 f"{str(top)!r} has class folders {extra} that {str(self.root / 'train')!r} "
                 f"lacks; every split needs the same classes"
             )
-
-    def _complete_split(self, split: list[str], targets: list[int]) -> list[str]:
-        """Draws val and/or test from train where the tree does not provide them."""
-        missing = {name for name in ("val", "test") if name not in split}
-        if not missing:
-            return split
-        train = [i for i, name in enumerate(split) if name == "train"]
-        fractions = {"val": self.val_fraction, "test": self.test_fraction}
-        drawn = stratified_split(
-            [targets[i] for i in train],
-            {name: fractions[name] for name in sorted(missing)},
-            self.seed,
-        )
-        completed = list(split)
-        for i, name in zip(train, drawn, strict=True):
-            completed[i] = name
-        return completed

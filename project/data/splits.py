@@ -1,0 +1,129 @@
+"""Stratified, seeded splits: train/val/test and k-fold cross-validation.
+
+A split is a list with one entry per sample: "train", "val" or "test". The
+same targets and seed always give the same split.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+
+SPLITS = ("train", "val", "test")
+
+
+def _names(class_names: Sequence[str] | None, index: int) -> str:
+    return repr(class_names[index]) if class_names else str(index)
+
+
+def _check_stratifiable(
+    targets: Sequence[int], parts: int, what: str, class_names: Sequence[str] | None
+) -> None:
+    """Fails with a readable message where scikit-learn would fail with a cryptic one."""
+    counts = Counter(targets)
+    scarce = sorted(index for index, count in counts.items() if count < parts)
+    if scarce:
+        listed = ", ".join(f"{_names(class_names, i)} ({counts[i]})" for i in scarce[:10])
+        raise ValueError(
+            f"cannot draw a stratified {what}: every class needs at least {parts} images, "
+            f"but these have fewer: {listed}. Add images, leave those classes out "
+            f"(data.classes), or provide the split yourself (train/val/test folders or a "
+            f"split column)"
+        )
+
+
+def stratified_split(
+    targets: Sequence[int],
+    fractions: dict[str, float],
+    seed: int,
+    class_names: Sequence[str] | None = None,
+) -> list[str]:
+    """Assigns each sample to "train" or to one of ``fractions``' splits.
+
+    Each held-out split gets its fraction of all samples, with every class in
+    the same proportion as overall; the same seed gives the same assignment.
+    """
+    from sklearn.model_selection import train_test_split
+
+    split = ["train"] * len(targets)
+    rest = list(range(len(targets)))
+    remaining = 1.0
+    for name, fraction in fractions.items():
+        if fraction == 0:
+            continue
+        share = fraction / remaining
+        held_out = math.ceil(share * len(rest))  # scikit-learn rounds up too
+        classes = len(set(targets[i] for i in rest))
+        if held_out < classes:
+            raise ValueError(
+                f"a {name} split of {fraction:.0%} is {held_out} images, fewer than the "
+                f"{classes} classes it must each contain: raise the {name} fraction "
+                f"(data.{name}_fraction) or add images"
+            )
+        _check_stratifiable([targets[i] for i in rest], 2, f"{name} split", class_names)
+        rest, chosen = train_test_split(
+            rest,
+            test_size=share,
+            stratify=[targets[i] for i in rest],
+            random_state=seed,
+        )
+        for i in chosen:
+            split[i] = name
+        remaining -= fraction
+    return split
+
+
+def complete_split(
+    split: Sequence[str],
+    targets: Sequence[int],
+    fractions: dict[str, float],
+    seed: int,
+    class_names: Sequence[str] | None = None,
+) -> list[str]:
+    """Draws the held-out splits that ``split`` lacks from its training samples.
+
+    ``fractions`` gives, per split that may be drawn ("val", "test"), its share
+    of the training samples; a split ``split`` already has is left as it is.
+    """
+    missing = {name: f for name, f in fractions.items() if name not in split and f > 0}
+    if not missing:
+        return list(split)
+    train = [i for i, name in enumerate(split) if name == "train"]
+    drawn = stratified_split([targets[i] for i in train], missing, seed, class_names)
+    completed = list(split)
+    for i, name in zip(train, drawn, strict=True):
+        completed[i] = name
+    return completed
+
+
+def kfold_split(
+    split: Sequence[str],
+    targets: Sequence[int],
+    num_folds: int,
+    fold: int,
+    seed: int,
+    class_names: Sequence[str] | None = None,
+) -> list[str]:
+    """Fold ``fold`` of a stratified ``num_folds``-fold split of the train and val samples.
+
+    The samples of that fold become "val", the others "train"; "test" samples
+    stay out of the folds, so every fold is scored on the same test split.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    if num_folds < 2:
+        raise ValueError(f"num_folds must be at least 2, got {num_folds}")
+    if not 0 <= fold < num_folds:
+        raise ValueError(f"fold must be in 0..{num_folds - 1} (num_folds={num_folds}), got {fold}")
+    pool = [i for i, name in enumerate(split) if name != "test"]
+    pool_targets = [targets[i] for i in pool]
+    _check_stratifiable(pool_targets, num_folds, f"{num_folds}-fold split", class_names)
+    folds = StratifiedKFold(n_splits=num_folds, shuffle=True, random_state=seed)
+    _, held_out = list(folds.split(pool, pool_targets))[fold]
+    result = list(split)
+    for i in pool:
+        result[i] = "train"
+    for position in held_out:
+        result[pool[position]] = "val"
+    return result

@@ -1,0 +1,351 @@
+"""ImageDataModule: splits, folds, augmentation, normalization, loaders, model preprocessing."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
+import lightning.pytorch as L
+import pytest
+import torch
+from fakes import write_image_folder
+from torch import nn
+from torchvision.transforms import v2
+
+from project.data import ImageFolderDataModule
+from project.data.files import DecodedImages, load_image
+
+CLASSES = ("cat", "dog", "bird")
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three classes of 20 JPEGs each, in three different sizes."""
+    return write_image_folder(tmp_path_factory.mktemp("data") / "pets", per_class=20)
+
+
+@pytest.fixture(scope="module")
+def square_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three classes of 20 PNGs each, all 24x24."""
+    root = tmp_path_factory.mktemp("data") / "squares"
+    return write_image_folder(root, per_class=20, sizes=((24, 24),), suffix=".png")
+
+
+def folder(root: Path, **kwargs) -> ImageFolderDataModule:
+    kwargs.setdefault("num_workers", 0)
+    datamodule = ImageFolderDataModule(root=str(root), **kwargs)
+    datamodule.setup("fit")
+    return datamodule
+
+
+def names(datamodule: ImageFolderDataModule, split: str) -> set[str]:
+    return set(datamodule.datasets[split].paths)
+
+
+def quick_trainer(**kwargs) -> L.Trainer:
+    options = dict(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=1,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    return L.Trainer(**{**options, **kwargs})
+
+
+# -- splits -------------------------------------------------------------------------------
+
+
+def test_split_is_stratified_and_the_same_for_the_same_seed(tree: Path):
+    first = folder(tree, image_size=32, val_fraction=0.2, test_fraction=0.2, seed=3)
+    again = folder(tree, image_size=32, val_fraction=0.2, test_fraction=0.2, seed=3)
+    other = folder(tree, image_size=32, val_fraction=0.2, test_fraction=0.2, seed=4)
+    for split in ("train", "val", "test"):
+        assert names(first, split) == names(again, split)
+    assert names(first, "val") != names(other, "val")
+    assert first.class_names == list(sorted(CLASSES))
+    # 20 images per class: 4 for validation and 4 for testing in every class.
+    assert Counter(first.datasets["val"].targets) == {0: 4, 1: 4, 2: 4}
+    assert Counter(first.datasets["test"].targets) == {0: 4, 1: 4, 2: 4}
+    assert len(first.datasets["train"]) == 36
+
+
+def test_split_is_printed_with_counts_per_class(tree: Path, caplog: pytest.LogCaptureFixture):
+    with caplog.at_level("INFO"):
+        folder(tree, image_size=32, val_fraction=0.2, test_fraction=0.2)
+    table = next(r.getMessage() for r in caplog.records if "per class and split" in r.getMessage())
+    assert "cat" in table and "dog" in table and "bird" in table
+    assert "total" in table and "36" in table
+
+
+def test_folds_cover_train_and_val_once_and_keep_test_fixed(tree: Path):
+    folds = [folder(tree, image_size=32, num_folds=3, fold=k, test_fraction=0.2) for k in range(3)]
+    tests = [names(f, "test") for f in folds]
+    assert tests[0] == tests[1] == tests[2]
+    vals = [names(f, "val") for f in folds]
+    pool = vals[0] | names(folds[0], "train")
+    assert set().union(*vals) == pool
+    assert sum(len(v) for v in vals) == len(pool) == 48
+    for f in folds:
+        counts = Counter(f.datasets["val"].targets)
+        assert max(counts.values()) - min(counts.values()) <= 1  # stratified
+
+
+def test_presplit_folder_keeps_its_split_and_draws_the_missing_one(tmp_path: Path):
+    write_image_folder(tmp_path / "train", per_class=10, sizes=((24, 24),))
+    write_image_folder(tmp_path / "test", per_class=3, sizes=((24, 24),))
+    datamodule = folder(tmp_path, val_fraction=0.2)
+    assert all("/test/" in path for path in names(datamodule, "test"))
+    assert len(datamodule.datasets["test"]) == 9
+    assert all("/train/" in path for path in names(datamodule, "val"))
+    assert len(datamodule.datasets["val"]) == 6
+
+
+def test_too_few_images_for_a_stratified_split_is_a_clear_error(tmp_path: Path):
+    write_image_folder(tmp_path, per_class=3, sizes=((24, 24),))
+    with pytest.raises(ValueError, match=r"val split .* fewer than the 3 classes"):
+        folder(tmp_path, val_fraction=0.1, test_fraction=0.1)
+
+
+# -- augmentation -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", ["none", "light", "standard", "strong"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_presets_give_uint8_images_of_the_crop_size(tree: Path, preset: str, channels: int):
+    datamodule = folder(tree, image_size=32, augment=preset, channels=channels)
+    for split in ("train", "val"):
+        image, target = datamodule.datasets[split][0]
+        assert image.dtype == torch.uint8
+        assert image.shape == (channels, 32, 32)
+        assert isinstance(target, int)
+
+
+def test_evaluation_is_deterministic_and_training_is_not(tree: Path):
+    datamodule = folder(tree, image_size=32, augment="strong")
+    val = datamodule.datasets["val"]
+    assert torch.equal(val[0][0], val[0][0])
+    train = datamodule.datasets["train"]
+    draws = [train[0][0] for _ in range(5)]
+    assert any(not torch.equal(draws[0], d) for d in draws[1:])
+
+
+def test_light_preset_keeps_the_native_size_without_image_size(square_tree: Path):
+    datamodule = folder(square_tree, augment="light")
+    assert datamodule.crop_size == 24
+    assert datamodule.datasets["train"][0][0].shape == (3, 24, 24)
+
+
+def test_preset_and_custom_list_together_are_refused(tree: Path):
+    with pytest.raises(ValueError, match=r"train_transforms and data\.augment"):
+        ImageFolderDataModule(
+            root=str(tree), augment="light", train_transforms=[v2.RandomHorizontalFlip()]
+        )
+
+
+def test_a_crop_larger_than_the_images_fails_at_setup_naming_a_file(tree: Path):
+    with pytest.raises(ValueError, match=r"training transform fails on .*\.jpg \(\d+x\d+ pixels\)"):
+        folder(tree, image_size=32, train_transforms=[v2.RandomCrop(60)])
+
+
+def test_images_of_several_sizes_need_image_size(tree: Path):
+    with pytest.raises(ValueError, match=r"images differ in size .* set data.image_size"):
+        folder(tree)
+
+
+def test_mixing_gives_soft_targets_on_training_batches_only(square_tree: Path):
+    datamodule = folder(square_tree, mixup_alpha=0.4, cutmix_alpha=1.0)
+    images = torch.randint(0, 256, (8, 3, 24, 24), dtype=torch.uint8)
+    targets = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    datamodule.trainer = SimpleNamespace(training=True, world_size=1)
+    _, soft = datamodule.on_after_batch_transfer((images, targets), 0)
+    assert soft.shape == (8, 3) and soft.dtype == torch.float32
+    assert torch.allclose(soft.sum(dim=1), torch.ones(8))
+    assert nn.CrossEntropyLoss()(torch.zeros(8, 3), soft) > 0  # the loss takes them
+    datamodule.trainer = SimpleNamespace(training=False, world_size=1)
+    _, hard = datamodule.on_after_batch_transfer((images, targets), 0)
+    assert torch.equal(hard, targets)
+
+
+# -- normalization and cache --------------------------------------------------------------
+
+
+def test_statistics_are_those_of_the_training_images(square_tree: Path):
+    datamodule = folder(square_tree)
+    train = datamodule.datasets["train"]
+    pixels = torch.stack([train.image(i) for i in range(len(train))]).double() / 255
+    expected_mean = pixels.mean(dim=(0, 2, 3))
+    expected_std = pixels.std(dim=(0, 2, 3), unbiased=False)
+    assert torch.allclose(torch.tensor(datamodule.mean).double(), expected_mean, atol=1e-6)
+    assert torch.allclose(torch.tensor(datamodule.std).double(), expected_std, atol=1e-6)
+    batch = torch.stack([train[i][0] for i in range(len(train))])
+    normalized = datamodule.normalize(batch)
+    assert torch.allclose(normalized.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4)
+
+
+def test_cache_holds_one_uint8_tensor_equal_to_the_files(square_tree: Path):
+    cached = folder(square_tree, cache=True)
+    store = cached.datasets["train"].store
+    assert isinstance(store, DecodedImages)
+    assert isinstance(store.images, torch.Tensor) and store.images.dtype == torch.uint8
+    assert store.images.shape == (60, 3, 24, 24)
+    train = cached.datasets["train"]
+    assert torch.equal(train.image(5), load_image(train.name(5), 3))
+
+
+def test_statistics_travel_in_the_checkpoint_state(square_tree: Path):
+    trained = folder(square_tree)
+    fresh = ImageFolderDataModule(root=str(square_tree), num_workers=0)
+    fresh.load_state_dict(trained.state_dict())
+    assert fresh.mean == trained.mean and fresh.std == trained.std
+    other = ImageFolderDataModule(root=str(square_tree), classes=["dog", "cat"])
+    with pytest.raises(ValueError, match=r"trained on classes \['bird', 'cat', 'dog'\]"):
+        other.load_state_dict(trained.state_dict())
+
+
+# -- loaders ------------------------------------------------------------------------------
+
+
+def test_loaders_follow_the_settings(square_tree: Path):
+    datamodule = folder(square_tree, batch_size=8, num_workers=2, prefetch_factor=3)
+    loader = datamodule.train_dataloader()
+    assert loader.batch_size == 8 and loader.num_workers == 2
+    assert loader.persistent_workers and loader.prefetch_factor == 3
+    assert not loader.pin_memory  # no CUDA device here
+    datamodule.batch_size = 16  # what Lightning's batch-size finder changes
+    assert datamodule.val_dataloader().batch_size == 16
+
+
+def test_last_training_batch_of_one_image_is_dropped(square_tree: Path):
+    datamodule = folder(square_tree, val_fraction=0.2, test_fraction=0.2)  # 36 training images
+    datamodule.batch_size = 35
+    assert datamodule.train_dataloader().drop_last
+    datamodule.batch_size = 32
+    assert not datamodule.train_dataloader().drop_last
+
+
+def test_balanced_sampler_draws_every_class_about_equally(tmp_path: Path):
+    write_image_folder(tmp_path / "a", ("common",), per_class=40, sizes=((16, 16),))
+    write_image_folder(tmp_path / "a", ("rare",), per_class=8, sizes=((16, 16),))
+    root = tmp_path / "a"
+    datamodule = folder(root, sampler="balanced", val_fraction=0.2, test_fraction=0.2)
+    common, rare = datamodule.class_counts
+    assert common >= 4 * rare > 0
+    loader = datamodule.train_dataloader()
+    drawn = Counter()
+    for epoch in range(20):
+        loader.sampler.set_epoch(epoch)  # as Lightning does before every epoch
+        for _, targets in loader:
+            drawn.update(targets.tolist())
+    assert 0.4 < drawn[1] / sum(drawn.values()) < 0.6
+
+
+# -- preprocessing from a pretrained model ------------------------------------------------
+
+
+class PretrainedLike(L.LightningModule):
+    """Stands in for a model whose weights come with their own preprocessing."""
+
+    def __init__(self, preprocessing: dict | None) -> None:
+        super().__init__()
+        self.preprocessing = preprocessing
+        self.layer = nn.Linear(3, 3)
+        self.shapes: list[tuple] = []
+
+    @property
+    def input_preprocessing(self) -> dict | None:
+        return self.preprocessing
+
+    def training_step(self, batch, batch_idx):
+        images, targets = batch
+        self.shapes.append(tuple(images.shape[1:]))
+        return nn.functional.cross_entropy(self.layer(images.mean(dim=(2, 3))), targets)
+
+    def validation_step(self, batch, batch_idx):
+        self.shapes.append(tuple(batch[0].shape[1:]))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+IMAGENET = {
+    "mean": [0.485, 0.456, 0.406],
+    "std": [0.229, 0.224, 0.225],
+    "resize_size": 36,
+    "crop_size": 28,
+    "channels": 3,
+}
+
+
+def test_model_preprocessing_fills_what_the_user_left_unset(tree: Path):
+    datamodule = ImageFolderDataModule(root=str(tree), num_workers=0, batch_size=4)
+    model = PretrainedLike(IMAGENET)
+    quick_trainer().fit(model, datamodule=datamodule)
+    assert datamodule.mean == IMAGENET["mean"] and datamodule.std == IMAGENET["std"]
+    assert set(model.shapes) == {(3, 28, 28)}
+    resize = datamodule.eval_transform().transforms[0]
+    assert resize.size == [36]
+
+
+def test_user_settings_win_over_model_preprocessing(tree: Path):
+    datamodule = ImageFolderDataModule(
+        root=str(tree), num_workers=0, batch_size=4, image_size=20, mean=[0.5] * 3, std=[0.2] * 3
+    )
+    model = PretrainedLike(IMAGENET)
+    quick_trainer().fit(model, datamodule=datamodule)
+    assert datamodule.mean == [0.5] * 3
+    assert set(model.shapes) == {(3, 20, 20)}
+
+
+def test_grayscale_data_for_an_rgb_model_asks_for_three_channels(tree: Path):
+    datamodule = ImageFolderDataModule(root=str(tree), num_workers=0, channels=1)
+    with pytest.raises(ValueError, match=r"expect 3-channel input .* set data.channels: 3"):
+        quick_trainer().fit(PretrainedLike(IMAGENET), datamodule=datamodule)
+
+
+def test_grayscale_files_are_repeated_to_three_channels(tmp_path: Path):
+    from PIL import Image
+
+    for name in CLASSES:
+        (tmp_path / name).mkdir()
+        for n in range(10):
+            Image.new("L", (20, 20), color=40 * n).save(tmp_path / name / f"{n}.png")
+    datamodule = ImageFolderDataModule(root=str(tmp_path), num_workers=0, batch_size=4)
+    model = PretrainedLike(IMAGENET)
+    quick_trainer().fit(model, datamodule=datamodule)
+    image = datamodule.datasets["train"].image(0)
+    assert image.shape == (3, 20, 20)
+    assert torch.equal(image[0], image[1]) and torch.equal(image[1], image[2])
+    assert set(model.shapes) == {(3, 28, 28)}
+
+
+def test_pad_crop_flip_draws_every_shift_of_the_padded_image():
+    from project.data.transforms import RandomPadCropFlip
+
+    image = torch.arange(1, 3 * 8 * 8 + 1, dtype=torch.int32).view(3, 8, 8)
+    padded = nn.functional.pad(image, (2, 2, 2, 2))
+    crops = {
+        (top, left): padded[:, top : top + 8, left : left + 8]
+        for top in range(5)
+        for left in range(5)
+    }
+    shift = RandomPadCropFlip(8, padding=2)
+    seen, flipped = set(), 0
+    for _ in range(600):
+        out = shift(image)
+        match = [k for k, crop in crops.items() if torch.equal(out, crop)]
+        mirrored = [k for k, crop in crops.items() if torch.equal(out, crop.flip(-1))]
+        assert match or mirrored, "not a crop of the zero-padded image"
+        seen.update(match or mirrored)
+        flipped += bool(mirrored) and not match
+    assert seen == set(crops)  # every one of the 25 shifts occurs
+    assert 200 < flipped < 400
+    never = RandomPadCropFlip(8, padding=2, horizontal_flip=False)
+    for _ in range(50):
+        out = never(image)
+        assert any(torch.equal(out, crop) for crop in crops.values())
+    assert RandomPadCropFlip(12, padding=1)(image).shape == (3, 12, 12)  # smaller than the crop

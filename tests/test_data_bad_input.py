@@ -1,0 +1,184 @@
+"""Bad input is found at setup and reported by name; nothing fails mid-epoch because of a file."""
+
+from __future__ import annotations
+
+import csv
+import warnings
+from pathlib import Path
+
+import lightning.pytorch as L
+import numpy as np
+import pytest
+import torch
+from fakes import write_image_folder, write_labels_csv
+from PIL import Image
+
+from project.callbacks import PredictionWriter
+from project.data import CSVDataModule, ImageFolderDataModule
+from project.models import ConvNet, ImageClassifier
+
+CLASSES = ("cat", "dog", "bird")
+
+
+def write_odd_images(folder: Path) -> list[Path]:
+    """Readable images in every awkward mode and format, some smaller than the crop."""
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    folder.mkdir(parents=True, exist_ok=True)
+    made = {
+        "rgba.png": Image.fromarray(rgb).convert("RGBA"),
+        "palette.png": Image.fromarray(rgb).convert("P"),
+        "gray.jpg": Image.fromarray(rgb).convert("L"),
+        "cmyk.jpg": Image.fromarray(rgb).convert("CMYK"),
+        "sixteen.png": Image.fromarray(np.full((30, 40), 16384, dtype=np.uint16)),
+        "tiny.png": Image.fromarray(rgb[:6, :5]),
+        "bitmap.bmp": Image.fromarray(rgb),
+        "scan.tif": Image.fromarray(rgb),
+    }
+    for name, image in made.items():
+        image.save(folder / name)
+    return [folder / name for name in made]
+
+
+def write_broken_files(folder: Path) -> list[Path]:
+    """Files with image names that cannot be decoded."""
+    good = folder / "000.jpg"
+    data = good.read_bytes()
+    broken = {
+        "truncated.jpg": data[: len(data) // 3],
+        "empty.png": b"",
+        "text.jpg": b"not an image at all",
+    }
+    for name, content in broken.items():
+        (folder / name).write_bytes(content)
+    return [folder / name for name in broken]
+
+
+@pytest.fixture
+def messy(tmp_path: Path) -> tuple[Path, list[Path]]:
+    """A folder with broken files, odd formats, non-image files and an empty class folder."""
+    root = write_image_folder(tmp_path / "messy", per_class=8)
+    broken = write_broken_files(root / "cat")
+    write_odd_images(root / "dog")
+    (root / "dog" / "notes.txt").write_text("labelled by Ann")
+    (root / "dog" / ".DS_Store").write_bytes(b"\x00\x01")
+    (root / "empty_class").mkdir()
+    return root, broken
+
+
+def skipped_warning(record: list[warnings.WarningMessage]) -> str:
+    messages = [str(w.message) for w in record if "cannot be used" in str(w.message)]
+    assert len(messages) == 1, messages
+    return messages[0]
+
+
+def test_unreadable_files_are_skipped_with_one_warning_naming_them(messy):
+    root, broken = messy
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        datamodule = ImageFolderDataModule(
+            root=str(root), image_size=16, augment="standard", num_workers=0
+        )
+        datamodule.setup("fit")
+    message = skipped_warning(record)
+    assert "Skipped 3 samples" in message
+    for path in broken:
+        assert str(path) in message
+    assert any("empty_class" in str(w.message) for w in record)
+    assert datamodule.class_names == sorted(CLASSES)
+    used = {Path(p) for split in datamodule.datasets.values() for p in split.paths}
+    assert len(used) == 8 + (8 + 8) + 8  # cats, dogs and the odd ones, birds
+    assert not any(p.suffix in (".txt", "") for p in used)
+    assert {"rgba.png", "cmyk.jpg", "sixteen.png", "tiny.png", "scan.tif"} <= {p.name for p in used}
+
+
+def test_strict_fails_with_the_full_list(messy):
+    root, broken = messy
+    datamodule = ImageFolderDataModule(root=str(root), image_size=16, num_workers=0, strict=True)
+    with pytest.raises(ValueError, match="3 samples cannot be used") as error:
+        datamodule.setup("fit")
+    for path in broken:
+        assert str(path) in str(error.value)
+    assert "truncated" in str(error.value)
+
+
+def test_training_on_a_messy_folder_runs_through_every_image(messy):
+    root, _ = messy
+    datamodule = ImageFolderDataModule(
+        root=str(root), image_size=16, augment="strong", batch_size=8, num_workers=0
+    )
+    model = ImageClassifier(net=ConvNet(num_classes=3, widths=(8,)), num_classes=3)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(model, datamodule=datamodule)
+    assert trainer.global_step == -(-len(datamodule.datasets["train"]) // 8)
+
+
+def test_csv_rows_with_missing_files_or_unknown_labels_are_reported(tmp_path: Path):
+    path = write_labels_csv(tmp_path)
+    with path.open("a", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["images/cat/999.png", "cat", ""])  # row 32: no such file
+        writer.writerow(["images/cat/000.png", "kangaroo", ""])  # row 33: not a class
+        writer.writerow(["images/dog/000.png", "", ""])  # row 34: no label
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        datamodule = CSVDataModule(
+            csv_file=str(path), class_names=list(CLASSES), image_size=16, num_workers=0
+        )
+        datamodule.setup("fit")
+    message = skipped_warning(record)
+    assert "Skipped 3 samples" in message
+    assert "row 32" in message and "999.png" in message and "does not exist" in message
+    assert "row 33" in message and "unknown label 'kangaroo'" in message
+    assert "row 34" in message
+    assert sum(len(d) for d in datamodule.datasets.values()) == 30
+    strict = CSVDataModule(csv_file=str(path), class_names=list(CLASSES), strict=True)
+    with pytest.raises(ValueError, match=r"(?s)3 samples cannot be used.*row 32.*row 33.*row 34"):
+        strict.setup("fit")
+
+
+def test_prediction_skips_unreadable_files_and_lists_them(tmp_path: Path):
+    folder = tmp_path / "new"
+    write_image_folder(folder, ("ant", "bee"), per_class=4, sizes=((20, 20),))
+    broken = write_broken_files(folder / "ant")
+    datamodule = ImageFolderDataModule(
+        root=str(folder),
+        predict_root=str(folder / "ant"),
+        image_size=16,
+        mean=[0.5] * 3,
+        std=[0.25] * 3,
+        num_workers=0,
+    )
+    model = ImageClassifier(net=ConvNet(num_classes=2, widths=(8,)), num_classes=2)
+    writer = PredictionWriter(output=str(tmp_path / "predictions.csv"))
+    trainer = L.Trainer(accelerator="cpu", logger=False, callbacks=[writer])
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        trainer.predict(model, datamodule=datamodule)
+    message = skipped_warning(record)
+    assert all(str(path) in message for path in broken)
+    with writer.written.open() as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == 4
+    assert {Path(row["path"]).name for row in rows} == {f"{n:03d}.jpg" for n in range(4)}
+    assert sorted(path for path, _ in datamodule.skipped) == sorted(str(p) for p in broken)
+
+
+def test_decoded_odd_images_have_the_requested_channels(tmp_path: Path):
+    from project.data.files import load_image
+
+    for path in write_odd_images(tmp_path):
+        for channels in (1, 3):
+            image = load_image(path, channels)
+            assert image.dtype == torch.uint8 and image.shape[0] == channels, path.name
+    # 16384 of 65535 is a quarter: scaled, not clipped to 255 or cut to its low byte (0).
+    assert load_image(tmp_path / "sixteen.png", 1).unique().tolist() == [64]
