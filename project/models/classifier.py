@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterable
 from typing import Any
 
 import lightning.pytorch as L
@@ -31,7 +32,23 @@ def classification_metrics(num_classes: int) -> MetricCollection:
     }
     if num_classes >= 5:
         metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
-    return MetricCollection(metrics)
+    # Only metrics that truly share their state may share an update: torchmetrics'
+    # automatic grouping merges metrics whose states merely happen to be equal on
+    # the first batch (top-5 with the macro scores when that batch is all right),
+    # and then reports the top-5 statistics as precision, recall and F1.
+    return MetricCollection(metrics, compute_groups=[["precision", "recall", "f1"]])
+
+
+def weight_decay_groups(parameters: Iterable[nn.Parameter]) -> list[dict[str, Any]]:
+    """Two optimizer groups: weights, and norm weights and biases (no weight decay).
+
+    Decay on a norm's scale or a bias only limits what the layer can express;
+    it does not regularize the function.
+    """
+    decay, no_decay = [], []
+    for parameter in parameters:
+        (no_decay if parameter.ndim <= 1 else decay).append(parameter)
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 class ImageClassifier(L.LightningModule):
@@ -65,9 +82,10 @@ class ImageClassifier(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        # Built outside the CLI, net and loss would be stored as pickled modules;
-        # the weights are in the state dict anyway.
-        for name in [k for k, v in self.hparams.items() if isinstance(v, nn.Module)]:
+        # Built outside the CLI, net and loss would be stored as pickled modules
+        # (the weights are in the state dict anyway) and the optimizer and
+        # scheduler as pickled classes, which a weights_only load refuses.
+        for name in [k for k, v in self.hparams.items() if isinstance(v, nn.Module) or callable(v)]:
             del self.hparams[name]
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(
@@ -90,6 +108,16 @@ class ImageClassifier(L.LightningModule):
     def forward(self, images: Tensor) -> Tensor:
         return self.net(images)
 
+    @property
+    def input_preprocessing(self) -> dict[str, Any] | None:
+        """What the network's pretrained weights expect, for the data to adopt; ``None`` if nothing.
+
+        A dict with ``mean`` and ``std`` (per channel, 0-1 scale), ``resize_size``
+        and ``crop_size`` (pixels; ``None`` keeps the data's own size) and
+        ``channels``. The data uses each value the user did not set.
+        """
+        return getattr(self.net, "input_preprocessing", None)
+
     def model_step(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         """Logits, loss and hard targets of one batch; shared by every stage."""
         images, targets = batch
@@ -103,12 +131,31 @@ class ImageClassifier(L.LightningModule):
         logits, loss, targets = self.model_step(batch)
         self.train_metrics.update(logits.detach(), targets)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        # A loss made of named terms (WeightedSum, DistillationLoss) shows each one.
+        for name, value in getattr(self.loss, "last_terms", {}).items():
+            self.log(f"train/loss/{name}", value, on_step=True, on_epoch=True)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
         return loss
 
     def on_train_start(self) -> None:
         # The sanity check ran validation batches into these metrics.
         self.val_metrics.reset()
+
+    def setup(self, stage: str) -> None:
+        # Class-weighted losses (weight: inverse_frequency) learn the training
+        # split's class counts from the data.
+        set_class_counts = getattr(self.loss, "set_class_counts", None)
+        if set_class_counts is None or stage == "predict":
+            return
+        datamodule = self.trainer.datamodule
+        if getattr(type(datamodule), "class_counts", None) is not None:
+            set_class_counts(datamodule.class_counts)
+
+    def on_train_epoch_start(self) -> None:
+        # Loss weights that follow a schedule over epochs (WeightedSum).
+        set_epoch = getattr(self.loss, "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(self.current_epoch)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "val", self.val_metrics)
@@ -137,15 +184,39 @@ class ImageClassifier(L.LightningModule):
         images, paths = batch
         return {"paths": list(paths), "probabilities": self(images).softmax(dim=1)}
 
+    # -- checkpoints -------------------------------------------------------------------
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuses a checkpoint made for other classes or another network, naming both sides.
+
+        Runs before the weights are copied, so ``test``, ``predict`` and a resumed
+        ``fit`` stop with this message instead of a list of tensor size mismatches.
+        """
+        saved = checkpoint.get("hyper_parameters", {})
+        source = getattr(self._trainer, "ckpt_path", None) or "the checkpoint"
+        count, names = saved.get("num_classes"), saved.get("class_names")
+        if (count is not None and count != self.num_classes) or (
+            names is not None and list(names) != list(self.class_names)
+        ):
+            raise ValueError(
+                f"{source} was trained on {count} classes {names}, but the data has "
+                f"{self.num_classes} classes {self.class_names}; give the data it was "
+                "trained on (data.classes selects classes by name)"
+            )
+        theirs = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items() if k[:4] == "net."}
+        ours = {k: tuple(v.shape) for k, v in self.state_dict().items() if k[:4] == "net."}
+        if theirs != ours:
+            raise ValueError(
+                f"{source} holds another network than the config builds: "
+                f"{_network_difference(theirs, ours, saved.get('net'), self.hparams.get('net'))}; "
+                "use the config it was trained with (config.yaml in its run's log folder)"
+            )
+
     # -- optimization ------------------------------------------------------------------
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Trainable parameters split so that norm weights and biases get no weight decay."""
-        decay, no_decay = [], []
-        for parameter in self.parameters():
-            if parameter.requires_grad:
-                (no_decay if parameter.ndim <= 1 else decay).append(parameter)
-        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return weight_decay_groups(p for p in self.parameters() if p.requires_grad)
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer(self.parameter_groups())
@@ -169,3 +240,25 @@ class ImageClassifier(L.LightningModule):
             # batches, accumulation and devices included).
             return self.scheduler(optimizer, total_steps=self.trainer.estimated_stepping_batches)
         return self.scheduler(optimizer)
+
+
+def _network_difference(
+    theirs: dict[str, tuple[int, ...]], ours: dict[str, tuple[int, ...]], saved: Any, built: Any
+) -> str:
+    """The first difference between two networks' parameter shapes, and their settings."""
+    settings = ""
+    if isinstance(saved, dict) and isinstance(built, dict):
+        old, new = saved.get("init_args", {}), built.get("init_args", {})
+        changed = [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+        if saved.get("class_path") != built.get("class_path"):
+            settings = f"{saved.get('class_path')} there, {built.get('class_path')} here; "
+        elif changed:
+            settings = "".join(f"{k} {old.get(k)} there, {new.get(k)} here; " for k in changed)
+    shared = [k for k in ours if k in theirs and ours[k] != theirs[k]]
+    if shared:
+        key = shared[0]
+        return f"{settings}{key} is {list(theirs[key])} there, {list(ours[key])} here"
+    missing, extra = sorted(ours.keys() - theirs.keys()), sorted(theirs.keys() - ours.keys())
+    if missing:
+        return f"{settings}it lacks {len(missing)} of this network's tensors ({missing[0]}, ...)"
+    return f"{settings}it has {len(extra)} tensors this network lacks ({extra[0]}, ...)"

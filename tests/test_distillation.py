@@ -1,0 +1,107 @@
+"""Knowledge distillation: a student trained against a frozen teacher from a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FAST, run_cli
+from fakes import train_digits_0to4, write_template_checkpoint
+from torch import nn
+
+from project.losses import DistillationLoss
+from project.models import ConvNet, DistillationClassifier
+
+TEACHER_NET = {"class_path": "project.models.ConvNet", "init_args": {"widths": [8, 16]}}
+DIGITS = [str(d) for d in range(10)]
+
+
+@pytest.fixture
+def teacher_checkpoint(tmp_path: Path) -> Path:
+    return write_template_checkpoint(tmp_path / "teacher.ckpt", TEACHER_NET, DIGITS, [0.3], [0.4])
+
+
+def student(checkpoint: Path, **kwargs) -> DistillationClassifier:
+    net = ConvNet(10, in_channels=1, widths=[4, 8], dropout=0.0)
+    return DistillationClassifier(net, 10, str(checkpoint), class_names=DIGITS, **kwargs)
+
+
+def test_the_teacher_is_rebuilt_from_its_checkpoint_and_frozen(teacher_checkpoint: Path):
+    saved = torch.load(teacher_checkpoint, weights_only=True)["state_dict"]
+    model = student(teacher_checkpoint)
+    assert isinstance(model.teacher, ConvNet)
+    assert torch.equal(model.teacher.features[0].weight, saved["net.features.0.weight"])
+    assert not any(p.requires_grad for p in model.teacher.parameters())
+    model.train()
+    assert not model.teacher.training  # batch norm and dropout in inference mode
+    # Only the student is optimized.
+    optimized = {id(p) for group in model.parameter_groups() for p in group["params"]}
+    assert optimized == {id(p) for p in model.net.parameters()}
+    # The data is normalized as the teacher's data was.
+    assert model.input_preprocessing["mean"] == [0.3]
+
+
+def test_the_loss_receives_the_teacher_s_logits(teacher_checkpoint: Path):
+    twin = ConvNet(10, in_channels=1, widths=[8, 16])
+    twin.load_state_dict(
+        {
+            k.removeprefix("net."): v
+            for k, v in torch.load(teacher_checkpoint, weights_only=True)["state_dict"].items()
+        }
+    )
+    model = DistillationClassifier(
+        twin, 10, str(teacher_checkpoint), DistillationLoss(temperature=2.0, alpha=1.0)
+    ).eval()
+    images, targets = torch.randn(6, 1, 8, 8), torch.randint(0, 10, (6,))
+    # A student identical to the teacher has nothing left to learn from it.
+    _, loss, _ = model.model_step((images, targets))
+    assert loss.item() == pytest.approx(0.0, abs=1e-6)
+    model.net.classifier.bias.data += torch.linspace(-1, 1, 10)
+    assert model.model_step((images, targets))[1].item() > 0.01
+
+
+def test_a_teacher_net_given_in_yaml_gets_the_checkpoint_weights(teacher_checkpoint: Path):
+    given = ConvNet(10, in_channels=1, widths=[8, 16])
+    model = student(teacher_checkpoint, teacher_net=given)
+    assert model.teacher is given
+    with pytest.raises(ValueError, match=r"teacher\.ckpt does not fit the teacher network"):
+        student(teacher_checkpoint, teacher_net=ConvNet(10, in_channels=1, widths=[8, 32]))
+
+
+def test_wrong_classes_losses_and_checkpoints_are_refused(tmp_path: Path, teacher_checkpoint):
+    with pytest.raises(ValueError, match=r"trained on classes \['0', '1'"):
+        DistillationClassifier(ConvNet(3, 1), 3, str(teacher_checkpoint), class_names=list("abc"))
+    with pytest.raises(TypeError, match="student_logits, targets, teacher_logits"):
+        student(teacher_checkpoint, loss=nn.CrossEntropyLoss())
+    # A checkpoint names its network's class; only nn.Module classes are built.
+    hostile = torch.load(teacher_checkpoint, weights_only=True)
+    hostile["hyper_parameters"]["net"] = {"class_path": "os.system", "init_args": {"command": ""}}
+    torch.save(hostile, tmp_path / "hostile.ckpt")
+    with pytest.raises(ValueError, match=r"'os\.system' is not an nn\.Module"):
+        student(tmp_path / "hostile.ckpt")
+
+
+def test_a_student_learns_from_the_teacher_alone_and_saves_only_itself(
+    workdir: Path, tmp_path_factory: pytest.TempPathFactory, digits_tree: Path
+):
+    teacher = train_digits_0to4(tmp_path_factory.getbasetemp() / "digits-0to4", digits_tree)
+    before = torch.load(teacher, weights_only=True)["state_dict"]
+    cli = run_cli(
+        "fit",
+        "--config=configs/experiments/digits-distillation.yaml",
+        f"--model.init_args.teacher_checkpoint={teacher}",
+        '--data.init_args.classes=["0", "1", "2", "3", "4"]',
+        "--model.init_args.loss.init_args.alpha=1.0",  # the labels are not used at all
+        *FAST,
+        "--trainer.max_epochs=6",
+        "--trainer.limit_train_batches=1.0",
+        "--trainer.limit_val_batches=1.0",
+        "--trainer.limit_test_batches=1.0",
+    )
+    # Five classes: chance is 0.2. The test ran on the best checkpoint, reloaded.
+    assert cli.trainer.callback_metrics["test/acc"] > 0.8
+    after = cli.model.teacher.state_dict()
+    assert all(torch.equal(before[f"net.{k}"], v) for k, v in after.items())
+    best = torch.load(cli.trainer.checkpoint_callback.best_model_path, weights_only=True)
+    assert not [k for k in best["state_dict"] if k.startswith("teacher.")]

@@ -1,0 +1,120 @@
+"""Networks: the CNNs trained from scratch and torchvision models with a new head."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import FAST, run_cli
+from torch import nn
+
+from project.models import BasicBlock, ConvNet, ResNet, TorchvisionNet
+from project.models.backbones import find_head
+
+
+@pytest.mark.parametrize("size", [8, 28, 32])
+def test_convnet_and_resnet_give_one_logit_per_class_at_any_image_size(size: int):
+    images = torch.randn(2, 3, size, size)
+    for net in (ConvNet(num_classes=7), ResNet(num_classes=7, blocks=[1, 1], widths=[8, 16])):
+        assert net(images).shape == (2, 7)
+
+
+def test_no_convolution_has_a_bias_in_front_of_batch_norm():
+    for net in (ConvNet(num_classes=3), ResNet(num_classes=3)):
+        convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+        assert convs and all(conv.bias is None for conv in convs)
+    plain = ConvNet(num_classes=3, batch_norm=False)
+    assert all(m.bias is not None for m in plain.modules() if isinstance(m, nn.Conv2d))
+
+
+def test_resnet_is_sized_in_yaml_terms():
+    net = ResNet(num_classes=10, blocks=[2, 2, 2, 2], widths=[64, 128, 256, 512])
+    # The CIFAR ResNet-18: 11.17 M parameters, 4 stages of 2 blocks.
+    assert sum(p.numel() for p in net.parameters()) == 11_173_962
+    assert [len(stage) for stage in net.stages] == [2, 2, 2, 2]
+    with pytest.raises(ValueError, match="one entry per stage"):
+        ResNet(num_classes=10, blocks=[2, 2], widths=[64])
+
+
+def test_basic_block_projects_the_shortcut_only_when_shape_changes():
+    same = BasicBlock(16, 16)
+    assert isinstance(same.shortcut, nn.Identity)
+    down = BasicBlock(16, 32, stride=2)
+    assert isinstance(down.shortcut[0], nn.Conv2d) and down.shortcut[0].stride == (2, 2)
+    assert down(torch.randn(1, 16, 8, 8)).shape == (1, 32, 4, 4)
+
+
+def test_zero_initialised_residual_blocks_start_as_the_identity():
+    block = ResNet(num_classes=2, blocks=[1], widths=[4], zero_init_residual=True).stages[0][0]
+    x = torch.rand(2, 4, 5, 5)  # non-negative, as after a ReLU
+    block.eval()
+    assert torch.allclose(block(x), x)
+
+
+def test_resnet_learns_the_digits(workdir):
+    cli = run_cli(
+        "fit",
+        "--config=configs/default.yaml",
+        "--model.init_args.net=project.models.ResNet",
+        "--model.init_args.net.init_args.blocks=[1, 1]",
+        "--model.init_args.net.init_args.widths=[32, 64]",
+        *FAST,
+        "--trainer.max_epochs=4",
+        "--trainer.limit_train_batches=10",
+        "--trainer.limit_val_batches=1.0",
+        "--trainer.limit_test_batches=1.0",
+        "--trainer.callbacks=[]",
+    )
+    # Ten classes: chance is 0.1.
+    assert cli.trainer.callback_metrics["test/acc"] > 0.6
+
+
+# -- torchvision models ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "head", "size"),
+    [
+        ("resnet50", "fc", 224),
+        ("efficientnet_b0", "classifier.1", 224),
+        ("mobilenet_v3_large", "classifier.3", 224),
+        ("convnext_tiny", "classifier.2", 224),
+        ("vit_b_16", "heads.head", 224),
+        ("squeezenet1_1", "classifier.1", 224),
+        ("inception_v3", "fc", 299),
+    ],
+)
+def test_any_torchvision_head_is_replaced_for_the_class_count(name: str, head: str, size: int):
+    # The meta device builds shapes without memory or time.
+    with torch.device("meta"):
+        net = TorchvisionNet(name, num_classes=7)
+        net.train()  # inception returns (logits, aux logits) in training
+        logits = net(torch.zeros(2, 3, size, size))
+    assert logits.shape == (2, 7)
+    assert find_head(net.body)[0] == head
+
+
+def test_head_dropout_is_added_on_request():
+    with torch.device("meta"):
+        net = TorchvisionNet("resnet18", num_classes=4, dropout=0.3)
+    assert isinstance(net.body.fc[0], nn.Dropout) and net.body.fc[0].p == 0.3
+    assert net.body.fc[1].out_features == 4
+
+
+def test_grayscale_input_sums_the_pretrained_rgb_filters(tmp_path):
+    torch.manual_seed(0)
+    source = TorchvisionNet("resnet18", num_classes=1000)
+    file = tmp_path / "resnet18.pth"
+    torch.save(source.body.state_dict(), file)
+    rgb = TorchvisionNet("resnet18", num_classes=5, weights=str(file)).eval()
+    gray = TorchvisionNet("resnet18", num_classes=5, in_channels=1, weights=str(file)).eval()
+    rgb.body.fc = gray.body.fc = nn.Identity()
+    image = torch.randn(2, 1, 64, 64)
+    # The adapted network sees a gray image as the RGB one sees it repeated 3 times.
+    assert torch.allclose(gray(image), rgb(image.expand(-1, 3, -1, -1)), atol=1e-5)
+
+
+def test_unknown_model_names_get_suggestions():
+    with pytest.raises(ValueError, match="did you mean resnet50"):
+        TorchvisionNet("resnet_50", num_classes=3)
+    with pytest.raises(ValueError, match=r"IMAGENET1K_V1.*IMAGENET1K_V2"):
+        TorchvisionNet("resnet50", num_classes=3, weights="IMAGENET22K")
