@@ -2,16 +2,138 @@
 
 from __future__ import annotations
 
+import os
+import pickle
+import re
+import sys
+import warnings
+import zipfile
 from pathlib import Path
+from typing import Any, NoReturn
 
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from project.callbacks import PredictionWriter
+from project.callbacks import (
+    AtomicCheckpointIO,
+    PredictionWriter,
+    RunDirectoryError,
+    SaveOnInterrupt,
+)
+from project.callbacks.checkpointing import check_writable, claim_log_versions
+from project.callbacks.progress import progress_bar_for
 from project.data import ImageDataModule
 from project.models import ImageClassifier
+
+# What torch.load raises for a file that is no checkpoint, or one that holds code.
+_UNREADABLE = (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile)
+
+# Lines of jsonargparse's nested messages that describe its search, not the problem.
+_SEARCH_NOTES = re.compile(
+    r"^(Does not validate against any of the Union subtypes|Subtypes: |Errors:|"
+    r"Given value type: |Expected a <class 'NoneType'>|Expected a path but )"
+)
+
+
+def short_parser_error(message: str) -> str:
+    """One line from jsonargparse's nested error: the full key, then what is wrong with it.
+
+    ``Parser key "model": ... Problem with given class_path ...: Parser key "net":
+    ... Option 'widthz' is not accepted`` becomes
+    ``model.init_args.net.init_args.widthz: not an argument of project.models.ConvNet``.
+    Messages that are already one line pass through.
+    """
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    found = re.match(r'Parser key "([^"]+)":\s*(.*)$', lines[0]) if lines else None
+    if found is None:
+        return lines[0] if lines else message
+    key, reason = found[1], found[2]
+    if reason:
+        return f"{key}: {reason}"
+    owner, expected, given = None, [], None
+    for line in lines[1:]:
+        text = line.removeprefix("- ")
+        if text.startswith("Given value: "):
+            given = given if given is not None else text.removeprefix("Given value: ")
+            continue
+        if _SEARCH_NOTES.match(text):
+            continue
+        if nested := re.match(r"Problem with given class_path \'([^\']+)\':$", text):
+            owner = nested[1]
+            continue
+        if nested := re.match(r'Parser key "([^"]+)":\s*(.*)$', text):
+            key += f".init_args.{nested[1]}" if owner else f".{nested[1]}"
+            owner = None
+            if nested[2]:
+                return f"{key}: {nested[2]}"
+            continue
+        if simple := re.match(r"Expected a <class '(\w+)'>$", text):
+            expected.append(simple[1])
+            continue
+        return _leaf(key, owner, text)
+    if expected:
+        return f"{key}: expected {' or '.join(expected)}, got {given!r}"
+    return lines[0]
+
+
+def _leaf(key: str, owner: str | None, text: str) -> str:
+    """The line for the innermost reason ``text`` found under ``key``."""
+    if option := re.search(r"Option '([^']+)' is not accepted", text):
+        named = re.search(r"class_path='([^']+)'", text)
+        owner = named[1] if named else owner
+        return f"{key}.init_args.{option[1]}: not an argument of {owner or key}"
+    if required := re.match(r"the following arguments are required: (.+)$", text):
+        return f"{key}{'.init_args' if owner else ''}.{required[1]}: required, but not given"
+    if wrong := re.match(r"Expected a <class '(\w+)'>\. Got value: (.*)$", text):
+        return f"{key}: expected {wrong[1]}, got {wrong[2]!r}"
+    if owner:
+        return f"{key}: cannot import class_path {owner!r} ({text})"
+    return f"{key}: {text}"
+
+
+def _constructor_error(error: BaseException) -> tuple[BaseException, str | None]:
+    """The exception under jsonargparse's wrappers, and the class_path whose constructor raised."""
+    owner = None
+    while error.__cause__ is not None and str(error).startswith(_WRAPPERS):
+        if named := re.search(r"class_path='([^']+)'", str(error)):
+            owner = named[1]
+        error = error.__cause__
+    return error, owner
+
+
+# How jsonargparse's reports of a failed instantiation begin.
+_WRAPPERS = ("Does not validate against any of the Union subtypes", "Problem with given class_path")
+
+
+class ProjectArgumentParser(LightningArgumentParser):
+    """LightningArgumentParser whose errors are one line naming the key; no abbreviated options.
+
+    ``--trainer.max_epoch`` is an error rather than a silent ``--trainer.max_epochs``
+    (jsonargparse 5 makes this its default). ``JSONARGPARSE_DEBUG=1`` shows the
+    parser's full message with a traceback.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        # Nested parsers report to their parent by raising; leave that as it is.
+        if not self.exit_on_error or os.environ.get("JSONARGPARSE_DEBUG"):
+            super().error(message, ex)
+        parser = getattr(ex, "subcommand_parser", None) or self
+        command = parser.prog.replace(" [options]", "")
+        sys.stderr.write(
+            f"error: {short_parser_error(message)}\n"
+            f"  ({command} --help lists the options; JSONARGPARSE_DEBUG=1 shows the full message)\n"
+        )
+        self.exit(2)
 
 
 class ProjectCLI(LightningCLI):
@@ -41,6 +163,34 @@ class ProjectCLI(LightningCLI):
                 help="Evaluate the best checkpoint on the test split when fit ends.",
             )
         return parser
+
+    def instantiate_classes(self) -> None:
+        # jsonargparse wraps what a constructor raises (a missing data root, a bad
+        # fraction) in its type-search report; show the constructor's own message.
+        try:
+            super().instantiate_classes()
+        except ValueError as error:
+            original, owner = _constructor_error(error)
+            if original is error:
+                raise
+            if not isinstance(original, (ValueError, OSError)):
+                raise original from None
+            where = f"{owner}: " if owner else ""
+            self.parser.error(f"{where}{original}")
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """Adds the progress display that suits the output: Rich in a terminal, plain lines in logs.
+
+        A progress bar the config names itself, or ``enable_progress_bar: false``,
+        is left alone.
+        """
+        config = self._get(self.config_init, "trainer", default={})
+        callbacks = kwargs.get("callbacks", config.get("callbacks")) or []
+        callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
+        wanted = {**config, **kwargs}.get("enable_progress_bar") is not False
+        if wanted and not any(isinstance(c, ProgressBar) for c in callbacks):
+            kwargs["callbacks"] = [*callbacks, progress_bar_for()]
+        return super().instantiate_trainer(**kwargs)
 
     # -- checkpoints from earlier runs -------------------------------------------------
 
@@ -95,17 +245,66 @@ class ProjectCLI(LightningCLI):
             )
         return candidates[-1]
 
-    def before_fit(self) -> None:
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads the model's settings from a --ckpt_path file before
+        # anything runs; a file that is no checkpoint gets one line, not a traceback.
+        try:
+            super()._parse_ckpt_path()
+        except _UNREADABLE as error:
+            path = self.config[self.config.subcommand].get("ckpt_path")
+            reason = (str(error).strip() or type(error).__name__).splitlines()[0]
+            self.parser.error(f"ckpt_path: {path} is not a checkpoint that loads safely: {reason}")
+
+    def _prepare_run(self) -> None:
+        """Before any subcommand: safe loading, the checkpoint to use, a log folder of its own."""
+        config = self.config_init[self.subcommand]
+        # Lightning leaves weights_only to torch's default, and to False for URLs:
+        # a checkpoint is data, never code.
+        if config.get("weights_only") is None:
+            config["weights_only"] = True
         self._resolve_ckpt_path()
+        if rank_zero_only.rank == 0:
+            try:
+                claim_log_versions(self.trainer.loggers)
+            except RunDirectoryError as error:
+                self.parser.error(str(error))
+
+    def before_fit(self) -> None:
+        self._prepare_run()
+        try:
+            self._check_run_folders()
+        except RunDirectoryError as error:
+            self.parser.error(str(error))
+        strategy = self.trainer.strategy
+        if type(strategy.checkpoint_io) is TorchCheckpointIO:
+            strategy.checkpoint_io = AtomicCheckpointIO()
+        if not any(isinstance(c, SaveOnInterrupt) for c in self.trainer.callbacks):
+            self.trainer.callbacks.append(SaveOnInterrupt())
+        # The training sampler (ResumableSampler) continues a mid-epoch checkpoint
+        # at its next batch; Lightning cannot see that and warns of unreliable results.
+        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended")
+
+    def _check_run_folders(self) -> None:
+        """Fails now, not after the first epoch, when logs or checkpoints cannot be written."""
+        if rank_zero_only.rank != 0:
+            return
+        for callback in self.trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath is not None:
+                check_writable(callback.dirpath, "checkpoints", "the ModelCheckpoint's dirpath")
+        if self.trainer.logger is None:
+            root = self.trainer.default_root_dir
+            check_writable(root, "checkpoints", "trainer.default_root_dir")
+        elif self.trainer.logger.log_dir is not None:
+            check_writable(self.trainer.logger.log_dir, "logs", "trainer.logger.init_args.save_dir")
 
     def before_validate(self) -> None:
-        self._resolve_ckpt_path()
+        self._prepare_run()
 
     def before_test(self) -> None:
-        self._resolve_ckpt_path()
+        self._prepare_run()
 
     def before_predict(self) -> None:
-        self._resolve_ckpt_path()
+        self._prepare_run()
         if not any(isinstance(c, PredictionWriter) for c in self.trainer.callbacks):
             self.trainer.callbacks.append(PredictionWriter())
 
@@ -136,11 +335,18 @@ class ProjectCLI(LightningCLI):
 
 def main(args: ArgsType = None) -> ProjectCLI:
     """Runs the CLI on ``args`` (a list of strings or a dict), or on ``sys.argv`` when ``None``."""
-    return ProjectCLI(
-        ImageClassifier,
-        ImageDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        auto_configure_optimizers=False,
-        args=args,
-    )
+    try:
+        return ProjectCLI(
+            ImageClassifier,
+            ImageDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            auto_configure_optimizers=False,
+            parser_class=ProjectArgumentParser,
+            parser_kwargs={"prog": "python -m project"},
+            args=args,
+        )
+    except SIGTERMException:
+        # Lightning ends a run on SIGTERM with this exception and status 0 (outside
+        # fit, where SaveOnInterrupt handles it); a scheduler must see it failed.
+        raise SystemExit(143) from None

@@ -170,5 +170,6 @@ class DistillationClassifier(ImageClassifier):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The teacher came from teacher_checkpoint in __init__; give the strict
         # state-dict load its entries back.
+        super().on_load_checkpoint(checkpoint)
         teacher = {f"teacher.{k}": v for k, v in self.teacher.state_dict().items()}
         checkpoint["state_dict"].update(teacher)

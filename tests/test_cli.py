@@ -1,0 +1,199 @@
+"""The command line a user meets first: help, config round trips, fit/test/resume/predict."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import FAST, run_cli
+
+DEFAULT = ["--config", "configs/default.yaml"]
+
+
+def test_help_lists_the_subcommands(capsys: pytest.CaptureFixture):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("--help")
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for subcommand in ("fit", "validate", "test", "predict"):
+        assert subcommand in out
+
+
+def test_class_count_and_channels_come_from_the_data(workdir: Path):
+    cli = run_cli("fit", *DEFAULT, '--data.classes=["3","5","8"]', *FAST)
+    model = cli.model
+    assert model.num_classes == 3
+    assert model.class_names == ["3", "5", "8"]
+    assert model.net.classifier.out_features == 3
+    assert model.net.features[0].in_channels == 1
+    assert not any("num_classes" in line for line in Path("configs/default.yaml").read_text())
+
+
+def test_print_config_fed_back_reproduces_the_run(workdir: Path, capsys: pytest.CaptureFixture):
+    overrides = ["--trainer.max_epochs=2", "--model.init_args.optimizer.init_args.lr=0.002"]
+    with pytest.raises(SystemExit):
+        run_cli("fit", *DEFAULT, *overrides, "--print_config")
+    printed = capsys.readouterr().out
+    Path("printed.yaml").write_text(printed)
+    with pytest.raises(SystemExit):
+        run_cli("fit", "--config", "printed.yaml", "--print_config")
+    assert yaml.safe_load(capsys.readouterr().out) == yaml.safe_load(printed)
+
+    fast = [a for a in FAST if not a.startswith("--trainer.max_epochs")]
+    first = run_cli("fit", *DEFAULT, *overrides, *fast).trainer.callback_metrics
+    again = run_cli("fit", "--config", "printed.yaml", *fast).trainer.callback_metrics
+    assert first.keys() == again.keys()
+    for key in ("test/loss", "test/acc", "test/f1"):
+        assert torch.allclose(first[key], again[key]), key
+
+
+def test_each_run_saves_its_resolved_config_next_to_its_logs(workdir: Path):
+    cli = run_cli("fit", *DEFAULT, *FAST)
+    saved = yaml.safe_load((Path(cli.trainer.log_dir) / "config.yaml").read_text())
+    assert saved["data"]["class_path"] == "project.data.DigitsDataModule"
+    assert saved["trainer"]["max_epochs"] == 1
+    # Linked values are derived again from the data, so the config never repeats them.
+    assert "num_classes" not in saved["model"]["init_args"]
+
+
+@pytest.mark.slow
+def test_short_run_on_digits_learns(workdir: Path):
+    cli = run_cli(
+        "fit",
+        *DEFAULT,
+        "--trainer.max_epochs=6",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    )
+    metrics = cli.trainer.callback_metrics
+    # Chance is 0.10; six epochs of the default network reach about 0.97.
+    assert metrics["test/acc"] >= 0.93, metrics["test/acc"]
+    assert metrics["test/f1"] >= 0.93, metrics["test/f1"]
+
+
+def test_fit_prints_a_summary(workdir: Path, capsys: pytest.CaptureFixture, caplog):
+    caplog.set_level("INFO")
+    cli = run_cli("fit", *DEFAULT, *FAST)
+    text = capsys.readouterr().out + capsys.readouterr().err + caplog.text
+    best = cli.trainer.checkpoint_callback.best_model_path
+    assert "test accuracy" in text and "test macro F1" in text
+    assert best and best in text
+    assert f"tensorboard --logdir {Path(cli.trainer.log_dir).parent}" in text
+
+
+def test_fit_then_test_best_then_resume_last(workdir: Path):
+    first = run_cli("fit", *DEFAULT, *FAST, "--trainer.max_epochs=2")
+    best = Path(first.trainer.checkpoint_callback.best_model_path)
+    last = Path(first.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    assert best.is_file() and last.is_file()
+
+    tested = run_cli("test", *DEFAULT, *FAST, "--ckpt_path=best")
+    assert tested.trainer.ckpt_path == str(best)
+    assert 0 <= float(tested.trainer.callback_metrics["test/acc"]) <= 1
+
+    validated = run_cli("validate", *DEFAULT, *FAST, "--ckpt_path=last")
+    assert validated.trainer.ckpt_path == str(last)
+
+    resumed = run_cli(
+        "fit", *DEFAULT, *FAST, "--trainer.max_epochs=3", "--ckpt_path=last", "--test_after_fit=false"
+    )
+    assert resumed.trainer.ckpt_path == str(last)
+    # Two epochs came from the checkpoint; only the third one ran.
+    assert resumed.trainer.current_epoch == 3
+    assert resumed.trainer.global_step == 3 * 2
+
+
+def test_ckpt_path_last_without_an_earlier_run_names_where_it_looked(workdir: Path):
+    with pytest.raises(FileNotFoundError, match=r"logs/default/\*/checkpoints/last\.ckpt"):
+        run_cli("test", *DEFAULT, *FAST, "--ckpt_path=last")
+
+
+def test_predict_on_a_folder_writes_one_row_per_image(workdir: Path, digits_tree: Path):
+    trained = run_cli("fit", *DEFAULT, *FAST)
+    images = workdir / "unlabelled"
+    images.mkdir()
+    sources = (
+        sorted((digits_tree / "7").glob("*.png"))[:5] + sorted(digits_tree.glob("1/*.png"))[:4]
+    )
+    for index, source in enumerate(sources):
+        (images / f"img{index}.png").write_bytes(source.read_bytes())
+    best = trained.trainer.checkpoint_callback.best_model_path
+    run_cli("predict", *DEFAULT, f"--data.init_args.predict_root={images}", f"--ckpt_path={best}")
+    written = sorted(Path("logs/default").glob("version_*/predictions.csv"))[-1]
+    with written.open() as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == len(sources)
+    assert {Path(row["path"]).name for row in rows} == {f"img{i}.png" for i in range(9)}
+    for row in rows:
+        probabilities = [float(row[str(digit)]) for digit in range(10)]
+        assert sum(probabilities) == pytest.approx(1.0, abs=1e-4)
+        assert row["predicted"] in [str(d) for d in range(10)]
+
+
+SCHEDULERS = {
+    "StepLR": ({"step_size": 1, "gamma": 0.5}, "epoch"),
+    "ExponentialLR": ({"gamma": 0.9}, "epoch"),
+    "CosineAnnealingLR": ({"T_max": 3}, "epoch"),
+    "OneCycleLR": ({"max_lr": 0.01}, "step"),
+    "ReduceLROnPlateau": ({"patience": 1}, "epoch"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+def test_scheduler_from_yaml_steps_at_its_interval(name: str, workdir: Path):
+    init_args, interval = SCHEDULERS[name]
+    args = [f"--model.init_args.scheduler.init_args.{k}={v}" for k, v in init_args.items()]
+    cli = run_cli(
+        "fit",
+        *DEFAULT,
+        f"--model.init_args.scheduler=torch.optim.lr_scheduler.{name}",
+        *args,
+        *FAST,
+        "--trainer.max_epochs=2",
+        "--test_after_fit=false",
+    )
+    (config,) = cli.trainer.lr_scheduler_configs
+    assert type(config.scheduler).__name__ == name
+    assert config.interval == interval
+    if name == "ReduceLROnPlateau":
+        assert config.monitor == "val/loss"
+    if name == "OneCycleLR":
+        assert config.scheduler.total_steps == cli.trainer.estimated_stepping_batches == 4
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "extra"),
+    [
+        ("torch.optim.AdamW", []),
+        ("torch.optim.Adam", []),
+        (
+            "torch.optim.SGD",
+            [
+                "--model.init_args.optimizer.init_args.momentum=0.9",
+                "--model.init_args.optimizer.init_args.nesterov=true",
+            ],
+        ),
+    ],
+)
+def test_optimizer_from_yaml_keeps_norms_and_biases_free_of_weight_decay(
+    optimizer: str, extra: list[str], workdir: Path
+):
+    cli = run_cli(
+        "fit",
+        *DEFAULT,
+        f"--model.init_args.optimizer={optimizer}",
+        "--model.init_args.optimizer.init_args.lr=0.01",
+        "--model.init_args.optimizer.init_args.weight_decay=0.001",
+        *extra,
+        "--model.init_args.scheduler=null",
+        *FAST,
+        "--test_after_fit=false",
+    )
+    (opt,) = cli.trainer.optimizers
+    assert type(opt).__name__ == optimizer.rsplit(".", 1)[1]
+    decayed, free = opt.param_groups
+    assert decayed["weight_decay"] == 0.001 and all(p.ndim > 1 for p in decayed["params"])
+    assert free["weight_decay"] == 0.0 and all(p.ndim <= 1 for p in free["params"])
