@@ -84,21 +84,38 @@ def test_fit_prints_a_summary(workdir: Path, capsys: pytest.CaptureFixture, capl
     assert f"tensorboard --logdir {Path(cli.trainer.log_dir).parent}" in text
 
 
+def test_resuming_a_one_cycle_run_for_longer_is_refused_clearly(workdir: Path):
+    run_cli("fit", *DEFAULT, *FAST, "--trainer.max_epochs=2", "--test_after_fit=false")
+    with pytest.raises(ValueError, match=r"OneCycleLR was built for 4 optimizer steps.*needs 6"):
+        run_cli("fit", *DEFAULT, *FAST, "--trainer.max_epochs=3", "--ckpt_path=last")
+
+
 def test_fit_then_test_best_then_resume_last(workdir: Path):
-    first = run_cli("fit", *DEFAULT, *FAST, "--trainer.max_epochs=2")
+    # A schedule that does not fix the run's length, so the resumed run may be longer.
+    config = [
+        *DEFAULT,
+        "--model.init_args.scheduler=torch.optim.lr_scheduler.StepLR",
+        "--model.init_args.scheduler.init_args.step_size=1",
+    ]
+    first = run_cli("fit", *config, *FAST, "--trainer.max_epochs=2")
     best = Path(first.trainer.checkpoint_callback.best_model_path)
     last = Path(first.trainer.log_dir) / "checkpoints" / "last.ckpt"
     assert best.is_file() and last.is_file()
 
-    tested = run_cli("test", *DEFAULT, *FAST, "--ckpt_path=best")
+    tested = run_cli("test", *config, *FAST, "--ckpt_path=best")
     assert tested.trainer.ckpt_path == str(best)
     assert 0 <= float(tested.trainer.callback_metrics["test/acc"]) <= 1
 
-    validated = run_cli("validate", *DEFAULT, *FAST, "--ckpt_path=last")
+    validated = run_cli("validate", *config, *FAST, "--ckpt_path=last")
     assert validated.trainer.ckpt_path == str(last)
 
     resumed = run_cli(
-        "fit", *DEFAULT, *FAST, "--trainer.max_epochs=3", "--ckpt_path=last", "--test_after_fit=false"
+        "fit",
+        *config,
+        *FAST,
+        "--trainer.max_epochs=3",
+        "--ckpt_path=last",
+        "--test_after_fit=false",
     )
     assert resumed.trainer.ckpt_path == str(last)
     # Two epochs came from the checkpoint; only the third one ran.

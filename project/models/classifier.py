@@ -140,6 +140,20 @@ class ImageClassifier(L.LightningModule):
     def on_train_start(self) -> None:
         # The sanity check ran validation batches into these metrics.
         self.val_metrics.reset()
+        self._check_schedule_length()
+
+    def _check_schedule_length(self) -> None:
+        """A resumed one-cycle schedule cannot stretch to a longer run; say so up front."""
+        needed = self.trainer.estimated_stepping_batches
+        for config in self.trainer.lr_scheduler_configs:
+            total = getattr(config.scheduler, "total_steps", None)
+            if isinstance(config.scheduler, PER_BATCH_SCHEDULERS) and total and total < needed:
+                raise ValueError(
+                    f"{type(config.scheduler).__name__} was built for {total} optimizer steps "
+                    f"(restored from the checkpoint), but this run needs {needed}: resume with "
+                    "the max_epochs the run started with, or start a new run from the "
+                    "checkpoint's weights (TransferClassifier's init_from)"
+                )
 
     def setup(self, stage: str) -> None:
         # Class-weighted losses (weight: inverse_frequency) learn the training
