@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 CONFIG ?= configs/default.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help install fit test test-fast lint format clean
+.PHONY: help install fit test test-fast lint format bench notebook clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ test-fast: $(INSTALLED) ## Run the tests that do not train for real
 lint: $(INSTALLED) ## ruff check and ruff format --check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+bench: $(INSTALLED) ## Speed against plain PyTorch: one table of ratios (run on a quiet machine)
+	$(PY) -m benchmarks
 
 format: $(INSTALLED) ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .

@@ -87,6 +87,9 @@ class ImageClassifier(L.LightningModule):
         # scheduler as pickled classes, which a weights_only load refuses.
         for name in [k for k, v in self.hparams.items() if isinstance(v, nn.Module) or callable(v)]:
             del self.hparams[name]
+            # The logger writes hparams_initial to hparams.yaml: a module's repr there
+            # is the whole network as text.
+            self._hparams_initial.pop(name, None)
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(
                 f"{len(class_names)} class names {class_names} for num_classes={num_classes}"
@@ -134,8 +137,13 @@ class ImageClassifier(L.LightningModule):
         # A loss made of named terms (WeightedSum, DistillationLoss) shows each one.
         for name, value in getattr(self.loss, "last_terms", {}).items():
             self.log(f"train/loss/{name}", value, on_step=True, on_epoch=True)
-        self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        # Logged once per epoch rather than from every step: each log call walks
+        # Lightning's result collection, a cost that shows on small models.
+        self.log_dict(self.train_metrics.compute())
+        self.train_metrics.reset()
 
     def on_train_start(self) -> None:
         # The sanity check ran validation batches into these metrics.
