@@ -1,5 +1,6 @@
 """Callbacks for what Lightning does not do itself."""
 
+from project.callbacks.averaging import EMAWeights
 from project.callbacks.checkpointing import (
     AtomicCheckpointIO,
     CheckpointWriteError,
@@ -19,6 +20,7 @@ __all__ = [
     "AtomicCheckpointIO",
     "ChannelsLast",
     "CheckpointWriteError",
+    "EMAWeights",
     "NonFiniteLossError",
     "PlainProgress",
     "PlottedLearningRateFinder",

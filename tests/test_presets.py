@@ -1,0 +1,286 @@
+"""Presets do what their comments promise: checked on the digits, on the CPU.
+
+Every preset also parses and runs in a fast form in tests/test_configs.py;
+these tests check the behaviour a user relies on.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FAST, REPO, run_cli
+from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from project.callbacks import (
+    PlainProgress,
+    PlottedLearningRateFinder,
+    ScheduledBatchSizeFinder,
+)
+from project.callbacks.progress import progress_bar_for
+from project.callbacks.tuning import steepest_descent
+
+DEFAULT = ["--config", "configs/default.yaml"]
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+def preset(name: str) -> list[str]:
+    return [*DEFAULT, "--config", f"configs/presets/{name}.yaml"]
+
+
+def find_callback(cli, kind: type):
+    return next(c for c in cli.trainer.callbacks if isinstance(c, kind))
+
+
+# -- debugging ---------------------------------------------------------------------------
+
+
+def test_overfit_preset_drives_training_loss_near_zero(workdir: Path):
+    cli = run_cli(
+        "fit",
+        *preset("overfit"),
+        "--trainer.accelerator=cpu",
+        "--trainer.max_epochs=30",
+        "--trainer.check_val_every_n_epoch=30",  # the training loss is what counts
+        *QUIET,
+    )
+    loss = float(cli.trainer.callback_metrics["train/loss_epoch"])
+    # From ln(10) = 2.3 for a guess among ten classes.
+    assert loss < 0.05, f"overfitting two batches left a training loss of {loss:.3f}"
+
+
+# -- devices and strategies --------------------------------------------------------------
+
+
+def test_ddp_cpu_runs_two_processes_over_the_whole_validation_set(workdir: Path):
+    # DDP starts its second process by re-running the command line, so the
+    # run is a real `python -m project` in a subprocess, as a user starts it.
+    command = [sys.executable, "-m", "project", "fit", *preset("ddp-cpu")]
+    command += ["--trainer.max_epochs=1", "--trainer.limit_train_batches=3", *QUIET]
+    result = subprocess.run(
+        command, cwd=workdir, capture_output=True, text=True, timeout=600, env=dict(os.environ)
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "MEMBER: 2/2" in output, "the second process did not join"
+
+    runs = sorted((workdir / "logs" / "default").iterdir())
+    assert [run.name for run in runs] == ["version_0"], "each process wrote its own run"
+    checkpoints = sorted(p.name for p in (runs[0] / "checkpoints").iterdir())
+    assert len(checkpoints) == 2 and "last.ckpt" in checkpoints, checkpoints
+
+    events = EventAccumulator(str(runs[0]))
+    events.Reload()
+    ddp = {name: events.Scalars(name)[-1].value for name in ("val/acc", "val/loss")}
+    # The same weights validated in one process see every validation image once.
+    single = run_cli(
+        "validate",
+        *DEFAULT,
+        "--ckpt_path",
+        str(runs[0] / "checkpoints" / "last.ckpt"),
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=1",
+        "--trainer.logger=false",
+        *QUIET,
+    ).trainer.callback_metrics
+    assert ddp["val/acc"] == pytest.approx(float(single["val/acc"]), abs=1e-6)
+    assert ddp["val/loss"] == pytest.approx(float(single["val/loss"]), rel=1e-4)
+
+
+def test_channels_last_preset_converts_the_convolutions(workdir: Path):
+    cli = run_cli("fit", *preset("channels-last"), *FAST, "--test_after_fit=false")
+    convs = [m for m in cli.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    assert cli.trainer.global_step > 0
+
+
+# -- reproducibility ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def restore_determinism(monkeypatch: pytest.MonkeyPatch):
+    # Lightning switches deterministic algorithms on for the whole process.
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    yield
+    torch.use_deterministic_algorithms(False)
+
+
+def test_deterministic_preset_repeats_metrics_exactly(workdir: Path, restore_determinism):
+    def metrics() -> dict[str, float]:
+        cli = run_cli(
+            "fit",
+            *preset("deterministic"),
+            *FAST,
+            "--trainer.max_epochs=2",
+            "--trainer.limit_train_batches=5",
+            "--test_after_fit=false",
+        )
+        assert torch.are_deterministic_algorithms_enabled()
+        return {name: float(value) for name, value in cli.trainer.callback_metrics.items()}
+
+    first, second = metrics(), metrics()
+    assert {"train/loss_epoch", "val/loss", "val/acc"} <= set(first)
+    assert first == second
+
+
+def test_ema_preset_validates_checkpoints_and_tests_the_averaged_weights(workdir: Path):
+    cli = run_cli(
+        "fit",
+        *preset("ema"),
+        "--trainer.callbacks.init_args.update_starting_at_step=0",
+        *FAST,
+        "--trainer.max_epochs=2",
+    )
+    best = cli.trainer.checkpoint_callback.best_model_path
+    checkpoint = torch.load(best, map_location="cpu", weights_only=False)
+    averaged, raw = checkpoint["state_dict"], checkpoint["current_model_state"]
+    name = next(k for k, v in averaged.items() if v.ndim == 4)  # a convolution's weight
+    assert not torch.equal(averaged[name], raw[name])
+    # The test after fit ran on the weights that were validated: the average.
+    assert torch.equal(cli.model.state_dict()[name], averaged[name])
+
+
+# -- tuning ------------------------------------------------------------------------------
+
+
+def test_lr_finder_saves_its_plot_and_trains_with_its_suggestion(workdir: Path):
+    cli = run_cli(
+        "fit",
+        *preset("lr-finder"),
+        # A short sweep over the decades where this model's loss falls.
+        "--trainer.callbacks.init_args.min_lr=1e-4",
+        "--trainer.callbacks.init_args.num_training_steps=30",
+        "--data.init_args.batch_size=32",  # 40 batches: the sweep fits in one epoch
+        *FAST,
+        "--trainer.limit_train_batches=30",
+        "--test_after_fit=false",
+    )
+    finder = find_callback(cli, PlottedLearningRateFinder)
+    assert finder.suggestion is not None
+    assert finder.plot_path == Path(cli.trainer.log_dir) / "lr_finder.png"
+    assert finder.plot_path.stat().st_size > 1000
+    # OneCycleLR takes its rate from max_lr: that is where the suggestion must go.
+    optimizer = cli.trainer.optimizers[0]
+    assert optimizer.param_groups[0]["max_lr"] == pytest.approx(finder.suggestion)
+    assert cli.model.optimizer.keywords["lr"] == pytest.approx(finder.suggestion)
+
+
+def test_lr_suggestion_is_the_steepest_fall_per_decade_before_the_minimum():
+    lrs = [10 ** (-6 + 6 * i / 99) for i in range(100)]
+    # Flat at 2.3, falling fastest around 1e-2, lowest at 1e-1, then diverging
+    # (more steeply than it ever fell).
+    losses = [
+        2.3 - 1.8 / (1 + math.exp(-4 * (math.log10(lr) + 2))) if lr <= 0.1 else 0.6 + 20 * lr
+        for lr in lrs
+    ]
+    index = steepest_descent(lrs, losses)
+    assert 0.006 < lrs[index] < 0.016
+    assert steepest_descent(lrs, sorted(losses)) is None  # a loss that only rises
+
+
+def test_batch_size_finder_rebuilds_the_schedule_for_the_new_size(workdir: Path):
+    cli = run_cli(
+        "fit",
+        *preset("batch-size-finder"),
+        *FAST,
+        "--trainer.limit_train_batches=1.0",
+        "--test_after_fit=false",
+    )
+    finder = find_callback(cli, ScheduledBatchSizeFinder)
+    # On a CPU nothing runs out of memory: the search stops at the training split.
+    assert cli.datamodule.batch_size == finder.optimal_batch_size > 256
+    schedule = cli.trainer.lr_scheduler_configs[0].scheduler
+    assert schedule.total_steps == cli.trainer.num_training_batches < 5
+
+
+# -- profiling ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("profiler-simple", "run_training_batch"),  # time per Lightning action
+        ("profiler-advanced", "Profile stats for: run_training_batch"),  # cProfile per action
+        ("profiler-pytorch", "Self CPU time total"),  # time per operator
+    ],
+)
+def test_profiler_presets_write_their_report(name: str, expected: str, workdir: Path):
+    # The PyTorch profiler records steps 3-5 (wait 1, warmup 1, active 3).
+    cli = run_cli(
+        "fit", *preset(name), *FAST, "--trainer.limit_train_batches=6", "--test_after_fit=false"
+    )
+    run = Path(cli.trainer.log_dir)
+    assert expected in (run / "fit-profile.txt").read_text()
+    if name == "profiler-pytorch":
+        traces = list(run.glob("*.pt.trace.json"))
+        assert traces and traces[0].stat().st_size > 1000, sorted(p.name for p in run.iterdir())
+
+
+# -- progress output ---------------------------------------------------------------------
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_a_rich_bar_in_a_terminal_and_plain_lines_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    for variable in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+        monkeypatch.delenv(variable, raising=False)
+    assert isinstance(progress_bar_for(Terminal()), RichProgressBar)
+    assert isinstance(progress_bar_for(io.StringIO()), PlainProgress)
+
+
+def test_runs_print_one_line_per_epoch_when_output_is_not_a_terminal(
+    workdir: Path, capsys: pytest.CaptureFixture
+):
+    cli = run_cli(
+        "fit",
+        *DEFAULT,
+        *FAST,
+        "--trainer.enable_progress_bar=true",
+        "--trainer.max_epochs=2",
+        "--test_after_fit=false",
+    )
+    assert isinstance(cli.trainer.progress_bar_callback, PlainProgress)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in lines] == ["1/2", "2/2"]
+    assert "train/loss " in lines[-1] and "val/acc " in lines[-1]
+
+
+def test_a_progress_bar_named_in_the_config_is_kept(workdir: Path):
+    cli = run_cli(
+        "fit",
+        *DEFAULT,
+        "--trainer.accelerator=cpu",
+        "--trainer.fast_dev_run=true",
+        "--trainer.callbacks+=lightning.pytorch.callbacks.TQDMProgressBar",
+    )
+    assert isinstance(cli.trainer.progress_bar_callback, TQDMProgressBar)
+
+
+# -- the GPU benchmark -------------------------------------------------------------------
+
+
+def test_gpu_benchmark_smoke_run_reports_every_variant(
+    workdir: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.syspath_prepend(str(REPO))
+    benchmark = importlib.import_module("benchmarks.gpu_presets")
+    results = benchmark.main(["--smoke"])
+    printed = capsys.readouterr().out
+    assert [r.name for r in results] == list(benchmark.VARIANTS)
+    for result in results:
+        assert result.images_per_second > 0, result
+        assert result.name in printed
+    assert "device:" in printed

@@ -1,0 +1,60 @@
+"""Every ``python -m project`` command in the README runs as written (in a fast form).
+
+Commands run in-process with the tests' fast trainer overrides appended. A
+command that needs a GPU, or starts DDP processes, is checked with
+``--print_config`` only. ``data/my-images`` (the README's example of a user's
+folder) is made from three digit classes as RGB JPEGs.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+from conftest import FAST, REPO, run_cli
+
+README = (REPO / "README.md").read_text()
+COMMANDS = [
+    line.split("#")[0].strip()
+    for block in re.findall(r"```bash\n(.*?)```", README, flags=re.S)
+    for line in block.splitlines()
+    if line.startswith("python -m project ")
+]
+# GPU commands cannot run here; DDP re-launches the command line, which inside
+# pytest is pytest itself (tests/test_presets.py runs DDP on CPU in a subprocess).
+PARSE_ONLY = ("accelerator gpu", "presets/gpu.yaml", "ddp", "fsdp")
+
+
+def make_user_folder(root: Path, digits: Path) -> None:
+    from torchvision.io import decode_image, write_jpeg
+
+    for name in ("3", "5", "8"):
+        (root / name).mkdir(parents=True)
+        for source in sorted((digits / name).glob("*.png"))[:40]:
+            image = decode_image(str(source)).expand(3, -1, -1).contiguous()
+            write_jpeg(image, str(root / name / f"{source.stem}.jpg"))
+
+
+def test_readme_has_commands():
+    assert len(COMMANDS) >= 8
+    assert README.lstrip().startswith("#")
+    assert "make fit" in README.split("\n## ")[0] and "make test" in README.split("\n## ")[0]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_readme_command_runs(command: str, workdir: Path, digits_tree: Path):
+    make_user_folder(workdir / "data" / "my-images", digits_tree)
+    args = shlex.split(command)[3:]
+    if any(marker in command for marker in PARSE_ONLY):
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(*args, "--print_config")
+        assert exit_info.value.code == 0
+        return
+    if "--ckpt_path" in args:
+        # best/last refer to an earlier run of the same config: make one.
+        config = args[args.index("--config") + 1]
+        run_cli("fit", "--config", config, *FAST)
+    cli = run_cli(*args, *FAST)
+    assert cli.trainer.state.finished
