@@ -16,7 +16,6 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
@@ -330,7 +329,9 @@ class ProjectCLI(LightningCLI):
             f"  logs            {log_dir}",
             f"  tensorboard     tensorboard --logdir {logs_root}",
         ]
-        rank_zero_info("\n".join(lines))
+        # The run's result, not a log record: stdout, whatever logging is set to.
+        if self.trainer.is_global_zero:
+            print("\n".join(lines), flush=True)
 
 
 def main(args: ArgsType = None) -> ProjectCLI:
