@@ -9,6 +9,7 @@ test that would download weights or data fails loudly instead.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import shutil
 import socket
@@ -66,6 +67,10 @@ def offline(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFa
             raise NetworkAccessError(f"tests run offline: lookup of {host!r} blocked")
         return real_getaddrinfo(host, *args, **kwargs)
 
+    # Lightning stops its loggers propagating when it is imported before any
+    # root handler exists (at collection); caplog needs the records to reach root.
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        monkeypatch.setattr(logging.getLogger(name), "propagate", True)
     monkeypatch.setattr(socket.socket, "connect", guarded_connect)
     monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
