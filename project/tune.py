@@ -30,6 +30,7 @@ import csv
 import io
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -379,4 +380,7 @@ def run(argv: Sequence[str] | None = None) -> Any:
 
 
 if __name__ == "__main__":
+    # Every trial's arguments are built here from sys.argv; Lightning would warn
+    # that it is given both.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
     run()
