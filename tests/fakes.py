@@ -160,6 +160,14 @@ def prepare_compile(workdir: Path) -> list[str]:
 PREPARERS["presets/compile.yaml"] = prepare_compile
 
 
+def prepare_batch_size_finder(workdir: Path) -> list[str]:
+    # On a CPU the search would double up to the whole training split.
+    return ["--trainer.callbacks.init_args.max_val=128"]
+
+
+PREPARERS["presets/batch-size-finder.yaml"] = prepare_batch_size_finder
+
+
 # -- models (project.models): pretrained weights and checkpoints -----------------------------
 
 
