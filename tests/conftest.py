@@ -16,6 +16,7 @@ import socket
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -75,6 +76,42 @@ def offline(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFa
     monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+
+
+@pytest.fixture(autouse=True)
+def lightning_log_levels():
+    """Puts back the levels of Lightning's loggers after each test.
+
+    The benchmark scripts quiet Lightning (WARNING) when a test runs them in
+    process; without this, every later test would lose Lightning's INFO records.
+    """
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in loggers]
+    yield
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.setLevel(level)
+
+
+DISTRIBUTED_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK", "RANK")
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_process_group():
+    """Ends a process group a test's in-process DDP run left behind, and its variables.
+
+    A ``strategy: ddp`` run with one device in this process sets MASTER_PORT and
+    keeps its store listening there; a later DDP subprocess inheriting that port
+    would fail with EADDRINUSE.
+    """
+    before = {name: os.environ.get(name) for name in DISTRIBUTED_ENV}
+    yield
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")

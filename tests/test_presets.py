@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, REPO, run_cli
+from conftest import DISTRIBUTED_ENV, FAST, REPO, run_cli
 from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -65,8 +65,10 @@ def test_ddp_cpu_runs_two_processes_over_the_whole_validation_set(workdir: Path)
     # run is a real `python -m project` in a subprocess, as a user starts it.
     command = [sys.executable, "-m", "project", "fit", *preset("ddp-cpu")]
     command += ["--trainer.max_epochs=1", "--trainer.limit_train_batches=3", *QUIET]
+    # A fresh launch, as from a shell: no rendezvous variables from another run.
+    env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_ENV}
     result = subprocess.run(
-        command, cwd=workdir, capture_output=True, text=True, timeout=600, env=dict(os.environ)
+        command, cwd=workdir, capture_output=True, text=True, timeout=600, env=env
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
