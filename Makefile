@@ -27,16 +27,25 @@ test: $(INSTALLED) ## Run the whole test suite, offline
 test-fast: $(INSTALLED) ## Run the tests that do not train for real
 	$(PY) -m pytest -m "not slow"
 
-lint: $(INSTALLED) ## ruff check and ruff format --check
+lint: $(INSTALLED) ## ruff check, ruff format --check, notebooks without outputs
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/nbstripout --verify notebooks/*.ipynb
+
+notebook: $(VENV)/.notebook ## Start Jupyter Lab on the project's environment
+	$(VENV)/bin/jupyter lab notebooks/
+
+$(VENV)/.notebook: $(INSTALLED)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev,notebook]"
+	touch $@
 
 bench: $(INSTALLED) ## Speed against plain PyTorch: one table of ratios (run on a quiet machine)
 	$(PY) -m benchmarks
 
-format: $(INSTALLED) ## Apply ruff's fixes and formatting
+format: $(INSTALLED) ## Apply ruff's fixes and formatting; strip notebook outputs
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+	$(VENV)/bin/nbstripout notebooks/*.ipynb
 
 clean: ## Remove logs, generated data and caches (keeps .venv)
 	rm -rf logs data .pytest_cache .ruff_cache

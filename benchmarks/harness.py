@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -231,28 +230,10 @@ def child_environment() -> dict[str, str]:
 
 
 def build_cli(config: str, overrides: Sequence[str] = ()) -> Any:
-    """The config's model, data and trainer, built as ``fit`` builds them, but not run.
+    """The config's model, data and trainer, built as ``fit`` builds them, but not run."""
+    from project.cli import main
 
-    ``project.cli.main`` has no ``run=False``, so its arguments are repeated
-    here; the objects (seeded from the config) are those a ``fit`` run gets.
-    """
-    from project.cli import ProjectArgumentParser, ProjectCLI
-    from project.data import ImageDataModule
-    from project.models import ImageClassifier
-
-    with warnings.catch_warnings():
-        # LightningCLI warns when a script with its own options passes ``args``.
-        warnings.filterwarnings("ignore", "LightningCLI's args parameter")
-        return ProjectCLI(
-            ImageClassifier,
-            ImageDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            auto_configure_optimizers=False,
-            parser_class=ProjectArgumentParser,
-            run=False,
-            args=["--config", config, *overrides],
-        )
+    return main(["--config", config, *overrides], run=False)
 
 
 # -- the command line and the table ----------------------------------------------------

@@ -334,19 +334,31 @@ class ProjectCLI(LightningCLI):
             print("\n".join(lines), flush=True)
 
 
-def main(args: ArgsType = None) -> ProjectCLI:
-    """Runs the CLI on ``args`` (a list of strings or a dict), or on ``sys.argv`` when ``None``."""
+def main(args: ArgsType = None, run: bool = True, prog: str = "python -m project") -> ProjectCLI:
+    """Runs the CLI on ``args`` (a list of strings or a dict), or on ``sys.argv`` when ``None``.
+
+    With ``run=False`` nothing runs: ``args`` hold no subcommand (``["--config",
+    "configs/default.yaml"]``) and the returned CLI carries the ``model``,
+    ``datamodule`` and ``trainer`` that ``fit`` would get, built from the same
+    YAML, for notebooks and scripts that drive them themselves.
+    """
     try:
-        return ProjectCLI(
-            ImageClassifier,
-            ImageDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            auto_configure_optimizers=False,
-            parser_class=ProjectArgumentParser,
-            parser_kwargs={"prog": "python -m project"},
-            args=args,
-        )
+        with warnings.catch_warnings():
+            if args is not None:
+                # Lightning warns when Python passes ``args`` while sys.argv holds
+                # a script's own options (a notebook kernel's, a tool's): intended here.
+                warnings.filterwarnings("ignore", "LightningCLI's args parameter")
+            return ProjectCLI(
+                ImageClassifier,
+                ImageDataModule,
+                subclass_mode_model=True,
+                subclass_mode_data=True,
+                auto_configure_optimizers=False,
+                parser_class=ProjectArgumentParser,
+                parser_kwargs={"prog": prog},
+                args=args,
+                run=run,
+            )
     except SIGTERMException:
         # Lightning ends a run on SIGTERM with this exception and status 0 (outside
         # fit, where SaveOnInterrupt handles it); a scheduler must see it failed.

@@ -23,7 +23,6 @@ import argparse
 import csv
 import math
 import statistics
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -156,7 +155,4 @@ def run(argv: Sequence[str] | None = None) -> dict[str, tuple[float, float]]:
 
 
 if __name__ == "__main__":
-    # Every fold's arguments are built here from sys.argv; Lightning would warn
-    # that it is given both.
-    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
     run()

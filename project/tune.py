@@ -30,7 +30,6 @@ import csv
 import io
 import json
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,10 +40,8 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
 
-from project.cli import ProjectArgumentParser, ProjectCLI, main
+from project.cli import ProjectCLI, main
 from project.crossval import unused_name
-from project.data import ImageDataModule
-from project.models import ImageClassifier
 
 DEFAULT_SEARCH = "configs/search/default.yaml"
 # Values Optuna stores as they are; anything else (a list of widths) is
@@ -186,22 +183,11 @@ class TrialMonitor(Callback):
 
 
 def build_cli(args: list[str]) -> ProjectCLI:
-    """The same CLI as ``python -m project`` (:func:`project.cli.main`), built but not run.
+    """The same CLI as ``python -m project``, built but not run.
 
-    Each trial needs its own callback on the trainer before fit starts, which
-    ``main`` cannot take; keep these arguments in step with it.
+    Each trial needs its own callback on the trainer before fit starts.
     """
-    return ProjectCLI(
-        ImageClassifier,
-        ImageDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        auto_configure_optimizers=False,
-        parser_class=ProjectArgumentParser,
-        parser_kwargs={"prog": "python -m project.tune"},
-        args=args,
-        run=False,
-    )
+    return main(args, run=False, prog="python -m project.tune")
 
 
 def has_run_folders(cli: ProjectCLI) -> bool:
@@ -380,7 +366,4 @@ def run(argv: Sequence[str] | None = None) -> Any:
 
 
 if __name__ == "__main__":
-    # Every trial's arguments are built here from sys.argv; Lightning would warn
-    # that it is given both.
-    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
     run()

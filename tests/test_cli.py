@@ -32,6 +32,18 @@ def test_class_count_and_channels_come_from_the_data(workdir: Path):
     assert not any("num_classes" in line for line in Path("configs/default.yaml").read_text())
 
 
+def test_main_without_run_builds_what_fit_gets_from_the_same_yaml(workdir: Path):
+    # The README's Python snippet and the notebooks build their objects this way.
+    from project.cli import main
+
+    cli = main([*DEFAULT, '--data.classes=["3","5","8"]', *FAST], run=False)
+    assert cli.trainer.state.fn is None, "nothing ran"
+    assert cli.model.class_names == ["3", "5", "8"]
+    assert cli.trainer.max_epochs == 1
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert cli.trainer.global_step == 2
+
+
 def test_print_config_fed_back_reproduces_the_run(workdir: Path, capsys: pytest.CaptureFixture):
     overrides = ["--trainer.max_epochs=2", "--model.init_args.optimizer.init_args.lr=0.002"]
     with pytest.raises(SystemExit):

@@ -137,9 +137,11 @@ class PlottedLearningRateFinder(LearningRateFinder):
             self.plot_path = self._save_plot(trainer)
         if self.suggestion is None:
             rank_zero_warn(
-                "the learning-rate finder found no suggestion (the loss curve is too short "
-                "or flat); raise num_training_steps or widen min_lr..max_lr. Training "
-                "continues with the configured rate."
+                f"the learning-rate finder found no suggestion: it recorded {len(results['lr'])} "
+                f"of num_training_steps={self._num_training_steps} points (the search also "
+                "ends at max_epochs and when the loss diverges) and the curve was too short "
+                "or flat; raise num_training_steps or max_epochs, or widen min_lr..max_lr. "
+                "Training continues with the configured rate."
             )
             return
         if self.apply:
