@@ -45,6 +45,9 @@ SCRIPTS: dict[str, bool] = {
 }
 # Modules here that are not benchmarks themselves.
 SUPPORT = {"__init__", "__main__", "harness", "plain_loop"}
+# Benchmarks run on their own, not by ``make bench``: long, and their baseline is the
+# default config rather than plain PyTorch.
+STANDALONE = {"cpu_presets"}
 
 
 @dataclass

@@ -19,7 +19,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks import __main__ as runner
-from benchmarks import gpu_throughput, overhead, startup, time_to_accuracy
+from benchmarks import cpu_presets, gpu_throughput, overhead, startup, time_to_accuracy
 from benchmarks.harness import Report, Row, format_report
 
 
@@ -106,8 +106,23 @@ def test_gpu_throughput_refuses_a_real_run_without_cuda(capsys: pytest.CaptureFi
     assert "no CUDA device" in capsys.readouterr().err
 
 
+def test_cpu_presets_compares_a_preset_with_the_default(
+    workdir: Path, capsys: pytest.CaptureFixture
+):
+    rows = cpu_presets.main(["--smoke", "--only", "ema"])
+    assert_table(rows, capsys.readouterr().out, "preset ema", 1)
+    assert "peak RSS" in rows[0].note and "test accuracy" in rows[0].note
+
+
+def test_cpu_presets_lists_the_presets_that_run_here():
+    names = cpu_presets.cpu_presets()
+    assert {"ema", "compile", "ddp-cpu", "bf16-mixed-cpu"} <= set(names)
+    assert not {"gpu", "ddp", "fsdp", "16-mixed", "overfit"} & set(names)
+
+
 def test_runner_knows_every_script():
-    scripts = {path.stem for path in (REPO / "benchmarks").glob("*.py")} - runner.SUPPORT
+    scripts = {path.stem for path in (REPO / "benchmarks").glob("*.py")}
+    scripts -= runner.SUPPORT | runner.STANDALONE
     assert scripts <= set(runner.SCRIPTS), f"add {scripts - set(runner.SCRIPTS)} to SCRIPTS"
 
 
