@@ -4,6 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 CONFIG ?= configs/default.yaml
+JUPYTER_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install fit test test-fast lint format bench notebook clean
@@ -32,8 +33,8 @@ lint: $(INSTALLED) ## ruff check, ruff format --check, notebooks without outputs
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/nbstripout --verify notebooks/*.ipynb
 
-notebook: $(VENV)/.notebook ## Start Jupyter Lab on the project's environment
-	$(VENV)/bin/jupyter lab notebooks/
+notebook: $(VENV)/.notebook ## Start Jupyter Lab on the project's environment (JUPYTER_ARGS=...)
+	$(VENV)/bin/jupyter lab notebooks/ $(JUPYTER_ARGS)
 
 $(VENV)/.notebook: $(INSTALLED)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev,notebook]"
