@@ -103,7 +103,9 @@ def run(preset: str | None, epochs: int, workdir: Path, limits: Sequence[str]) -
     }
 
 
-def measure(presets: Sequence[str], epochs: int, every: int, limits: Sequence[str]) -> list[Row]:
+def measure(
+    presets: Sequence[str], epochs: int, every: int, limits: Sequence[str], closing: bool = True
+) -> list[Row]:
     baseline: list[dict[str, Any]] = []
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -113,7 +115,8 @@ def measure(presets: Sequence[str], epochs: int, every: int, limits: Sequence[st
                 baseline.append(run(None, epochs, workdir, limits))
             print(f"  {preset} ...", file=sys.stderr, flush=True)
             results[preset] = run(preset, epochs, workdir, limits)
-        baseline.append(run(None, epochs, workdir, limits))
+        if closing:  # the default once more at the end, so drift reaches both sides
+            baseline.append(run(None, epochs, workdir, limits))
     default = {key: median([b[key] for b in baseline]) for key in baseline[0]}
     spread = [b["epoch"] for b in baseline]
     # How much the same run varies here: differences inside this range are noise.
@@ -157,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
     if args.smoke:
         limits = ["--trainer.limit_train_batches=2", "--trainer.limit_val_batches=2"]
         limits += ["--trainer.limit_test_batches=2"]
-        rows = measure(args.only or ["ema"], 2, 5, limits)
+        rows = measure(args.only or ["ema"], 2, 5, limits, closing=False)
     else:
         rows = measure(args.only or available, args.epochs, args.every, [])
     finish(rows, args)
