@@ -185,14 +185,14 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
     parser.add_argument("--small", type=int, default=20000, help="PNGs in case (b)")
     parser.add_argument("--tmp", type=Path, help="where to write the images (default: system tmp)")
     args = parser.parse_args(argv)
-    quiet_lightning()
-    if args.smoke:
-        rows = measure(
-            photos=80, small=600, workers=min(args.workers, 2), rounds=1, folder=args.tmp
-        )
-    else:
-        rows = measure(args.photos, args.small, args.workers, args.rounds, args.tmp)
-    finish(rows, args)
+    with quiet_lightning():
+        if args.smoke:
+            rows = measure(
+                photos=80, small=600, workers=min(args.workers, 2), rounds=1, folder=args.tmp
+            )
+        else:
+            rows = measure(args.photos, args.small, args.workers, args.rounds, args.tmp)
+        finish(rows, args)
     return rows
 
 

@@ -312,13 +312,13 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
     if unknown := [name for name in names if name not in VARIANTS]:
         parser.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
     settings = settings_from(args)
-    quiet_lightning()
-    if settings.device == "cuda":
-        torch.backends.cudnn.benchmark = True
-    baseline = run_plain(settings)
-    results = [run_lightning(name, settings) for name in names]
-    print_details(results, baseline, settings)
-    finish(rows(results, baseline, settings), args)
+    with quiet_lightning():
+        if settings.device == "cuda":
+            torch.backends.cudnn.benchmark = True
+        baseline = run_plain(settings)
+        results = [run_lightning(name, settings) for name in names]
+        print_details(results, baseline, settings)
+        finish(rows(results, baseline, settings), args)
     return results
 
 

@@ -252,25 +252,25 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
         args.backend = "eager"
     elif not torch.cuda.is_available():
         parser.error("no CUDA device: run on a GPU machine, or with --smoke to check the script")
-    quiet_lightning()
+    with quiet_lightning():
 
-    def checkpoint(rows: list[Row]) -> None:
-        # Rows so far, in case a time limit ends the run before the table prints.
-        if args.json is not None:
-            write_report(Report(list(rows), machine_facts()), args.json)
+        def checkpoint(rows: list[Row]) -> None:
+            # Rows so far, in case a time limit ends the run before the table prints.
+            if args.json is not None:
+                write_report(Report(list(rows), machine_facts()), args.json)
 
-    rows = measure(
-        args.models,
-        args.modes,
-        args.batch_size,
-        args.image_size,
-        args.warmup,
-        args.steps,
-        args.rounds,
-        args.backend,
-        checkpoint,
-    )
-    finish(rows, args)
+        rows = measure(
+            args.models,
+            args.modes,
+            args.batch_size,
+            args.image_size,
+            args.warmup,
+            args.steps,
+            args.rounds,
+            args.backend,
+            checkpoint,
+        )
+        finish(rows, args)
     return rows
 
 

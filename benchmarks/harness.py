@@ -8,6 +8,7 @@ and ``--markdown`` (the table as Markdown, for docs/benchmarks.md).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import logging
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -239,10 +240,22 @@ def build_cli(config: str, overrides: Sequence[str] = ()) -> Any:
 # -- the command line and the table ----------------------------------------------------
 
 
-def quiet_lightning() -> None:
-    """Keeps Lightning's start-up messages (devices, model summary, tips) off the table."""
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Keeps Lightning's start-up messages (devices, model summary, tips) off the table.
+
+    The loggers get their levels back on leaving, so a script's ``main`` called
+    from Python (the tests, a notebook) leaves Lightning's logging as it was.
+    """
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def argument_parser(description: str) -> argparse.ArgumentParser:

@@ -197,12 +197,12 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
     parser.add_argument("--epochs", type=int, default=6, help="epochs per fit")
     parser.add_argument("--rounds", type=int, default=5, help="alternating fits of each side")
     args = parser.parse_args(argv)
-    quiet_lightning()
-    if args.smoke:
-        rows = measure(args.config, epochs=2, rounds=1, limit_batches=3, warm_up=False)
-    else:
-        rows = measure(args.config, args.epochs, args.rounds)
-    finish(rows, args)
+    with quiet_lightning():
+        if args.smoke:
+            rows = measure(args.config, epochs=2, rounds=1, limit_batches=3, warm_up=False)
+        else:
+            rows = measure(args.config, args.epochs, args.rounds)
+        finish(rows, args)
     return rows
 
 

@@ -228,12 +228,12 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
     parser.add_argument("--target", type=float, default=0.99, help="validation accuracy, 0-1")
     parser.add_argument("--repeats", type=int, default=3, help="alternating runs of each side")
     args = parser.parse_args(argv)
-    quiet_lightning()
-    if args.smoke:
-        rows = measure(args.config, 0.0, 1, SMOKE_LIMITS)
-    else:
-        rows = measure(args.config, args.target, args.repeats, {})
-    finish(rows, args)
+    with quiet_lightning():
+        if args.smoke:
+            rows = measure(args.config, 0.0, 1, SMOKE_LIMITS)
+        else:
+            rows = measure(args.config, args.target, args.repeats, {})
+        finish(rows, args)
     return rows
 
 

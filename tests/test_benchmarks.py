@@ -6,6 +6,7 @@ work and that every ratio is a number, never how fast anything is.
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 from pathlib import Path
@@ -43,7 +44,11 @@ def assert_table(rows: list[Row], printed: str, benchmark: str, count: int) -> N
 
 
 def test_overhead_prints_epoch_time_ratio(workdir: Path, capsys: pytest.CaptureFixture):
+    lightning_logger = logging.getLogger("lightning.pytorch")
+    level = lightning_logger.level
     rows = overhead.main(["--smoke"])
+    # Quieted for the table only: the caller's logging is left as it was.
+    assert lightning_logger.level == level
     assert_table(rows, capsys.readouterr().out, "trainer overhead", 2)
     assert rows[0].goal == "<= 1.05x" and rows[0].met is not None
     assert "3 training steps" in rows[0].note
