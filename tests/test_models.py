@@ -118,3 +118,43 @@ def test_unknown_model_names_get_suggestions():
         TorchvisionNet("resnet_50", num_classes=3)
     with pytest.raises(ValueError, match=r"IMAGENET1K_V1.*IMAGENET1K_V2"):
         TorchvisionNet("resnet50", num_classes=3, weights="IMAGENET22K")
+
+
+def test_epoch_metrics_count_every_batch_exactly_once(tmp_path):
+    """Training metrics are fed in chunks of steps; the epoch value must still cover each batch.
+
+    37 batches (two full chunks and a partial one) through a network that does not
+    change (learning rate 0): every logged accuracy must equal the accuracy of
+    that network on the whole split.
+    """
+    import lightning.pytorch as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from project.models import ImageClassifier
+    from project.models.classifier import TRAIN_METRIC_CHUNK
+
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(37 * 4, 3, 2, 2, generator=generator)
+    targets = torch.randint(0, 3, (len(images),), generator=generator)
+    assert len(images) // 4 % TRAIN_METRIC_CHUNK != 0
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    model = ImageClassifier(
+        net, num_classes=3, optimizer=lambda params: torch.optim.SGD(params, lr=0.0)
+    )
+    loader = DataLoader(TensorDataset(images, targets), batch_size=4)
+    trainer = L.Trainer(
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, loader, loader)
+    with torch.no_grad():
+        expected = (net(images).argmax(dim=1) == targets).float().mean()
+    metrics = trainer.callback_metrics
+    assert torch.isclose(metrics["train/acc"], expected)
+    assert torch.isclose(metrics["val/acc"], expected)
+    trainer.test(model, loader, verbose=False)
+    assert torch.isclose(trainer.callback_metrics["test/acc"], expected)

@@ -22,21 +22,32 @@ from torchmetrics.classification import (
 PER_BATCH_SCHEDULERS = (torch.optim.lr_scheduler.OneCycleLR, torch.optim.lr_scheduler.CyclicLR)
 
 
-def classification_metrics(num_classes: int) -> MetricCollection:
-    """Accuracy, top-5 accuracy (from 5 classes on), macro precision, recall and F1."""
+# Training steps whose outputs go into one update of the training metrics.
+TRAIN_METRIC_CHUNK = 16
+
+
+def classification_metrics(
+    num_classes: int, prefix: str | None = None, validate_args: bool = True
+) -> MetricCollection:
+    """Accuracy, top-5 accuracy (from 5 classes on), macro precision, recall and F1.
+
+    ``validate_args=False`` skips torchmetrics' input checks, among them a
+    ``torch.unique`` of the targets that waits for the GPU on every update.
+    """
+    options = {"num_classes": num_classes, "validate_args": validate_args}
     metrics: dict[str, Any] = {
-        "acc": MulticlassAccuracy(num_classes, average="micro"),
-        "precision": MulticlassPrecision(num_classes, average="macro"),
-        "recall": MulticlassRecall(num_classes, average="macro"),
-        "f1": MulticlassF1Score(num_classes, average="macro"),
+        "acc": MulticlassAccuracy(average="micro", **options),
+        "precision": MulticlassPrecision(average="macro", **options),
+        "recall": MulticlassRecall(average="macro", **options),
+        "f1": MulticlassF1Score(average="macro", **options),
     }
     if num_classes >= 5:
-        metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+        metrics["acc_top5"] = MulticlassAccuracy(top_k=5, average="micro", **options)
     # Only metrics that truly share their state may share an update: torchmetrics'
     # automatic grouping merges metrics whose states merely happen to be equal on
     # the first batch (top-5 with the macro scores when that batch is all right),
     # and then reports the top-5 statistics as precision, recall and F1.
-    return MetricCollection(metrics, compute_groups=[["precision", "recall", "f1"]])
+    return MetricCollection(metrics, prefix=prefix, compute_groups=[["precision", "recall", "f1"]])
 
 
 def weight_decay_groups(parameters: Iterable[nn.Parameter]) -> list[dict[str, Any]]:
@@ -101,10 +112,12 @@ class ImageClassifier(L.LightningModule):
         self.scheduler = scheduler
         self.scheduler_monitor = scheduler_monitor
         self.class_names = class_names or [str(i) for i in range(num_classes)]
-        metrics = classification_metrics(num_classes)
-        self.train_metrics = metrics.clone(prefix="train/")
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
+        # The training metrics see targets the loss has just accepted, so they
+        # skip the checks (one GPU wait per update); see also _update_train_metrics.
+        self.train_metrics = classification_metrics(num_classes, "train/", validate_args=False)
+        self._train_outputs: list[tuple[Tensor, Tensor]] = []
+        self.val_metrics = classification_metrics(num_classes, "val/")
+        self.test_metrics = classification_metrics(num_classes, "test/")
         # Per-class recall shows the classes a good average hides.
         self.test_class_recall = MulticlassRecall(num_classes, average=None)
 
@@ -132,16 +145,34 @@ class ImageClassifier(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         logits, loss, targets = self.model_step(batch)
-        self.train_metrics.update(logits.detach(), targets)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self._train_outputs.append((logits.detach(), targets))
+        if len(self._train_outputs) >= TRAIN_METRIC_CHUNK:
+            self._update_train_metrics()
+        self.log(
+            "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(targets)
+        )
         # A loss made of named terms (WeightedSum, DistillationLoss) shows each one.
         for name, value in getattr(self.loss, "last_terms", {}).items():
             self.log(f"train/loss/{name}", value, on_step=True, on_epoch=True)
         return loss
 
+    def _update_train_metrics(self) -> None:
+        """Feeds the held training outputs to the metrics in one update.
+
+        The metrics only sum counts, so one update of 16 batches gives the same
+        epoch values as 16 updates, at a sixteenth of the per-call cost (about
+        1 ms on a CPU for the five metrics, a third of a small network's step).
+        """
+        if not self._train_outputs:
+            return
+        logits, targets = zip(*self._train_outputs, strict=True)
+        self._train_outputs.clear()
+        self.train_metrics.update(torch.cat(logits), torch.cat(targets))
+
     def on_train_epoch_end(self) -> None:
         # Logged once per epoch rather than from every step: each log call walks
         # Lightning's result collection, a cost that shows on small models.
+        self._update_train_metrics()
         self.log_dict(self.train_metrics.compute())
         self.train_metrics.reset()
 
@@ -174,6 +205,9 @@ class ImageClassifier(L.LightningModule):
             set_class_counts(datamodule.class_counts)
 
     def on_train_epoch_start(self) -> None:
+        # Outputs of an epoch that ended early (an exception, a stop mid-epoch) do not count.
+        self._train_outputs.clear()
+        self.train_metrics.reset()
         # Loss weights that follow a schedule over epochs (WeightedSum).
         set_epoch = getattr(self.loss, "set_epoch", None)
         if set_epoch is not None:
@@ -186,7 +220,14 @@ class ImageClassifier(L.LightningModule):
         logits = self._evaluate(batch, "test", self.test_metrics)
         self.test_class_recall.update(logits, batch[1])
 
+    def on_validation_epoch_end(self) -> None:
+        # The metric objects are logged once, here: Lightning computes them (synced
+        # across processes by torchmetrics) and resets them. Logged from every step
+        # instead, each of the five costs a log call per batch.
+        self.log_dict(self.val_metrics, prog_bar=True)
+
     def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_metrics)
         recall = self.test_class_recall.compute()
         self.test_class_recall.reset()
         self.log("test/recall_min", recall.min(), sync_dist=False)
@@ -198,8 +239,14 @@ class ImageClassifier(L.LightningModule):
     ) -> Tensor:
         logits, loss, targets = self.model_step(batch)
         metrics.update(logits, targets)
-        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True)
-        self.log_dict(metrics, on_epoch=True, prog_bar=stage == "val")
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_epoch=True,
+            prog_bar=True,
+            sync_dist=True,
+            batch_size=len(targets),
+        )
         return logits
 
     def predict_step(self, batch: tuple[Tensor, list[str]], batch_idx: int) -> dict[str, Any]:
