@@ -84,6 +84,12 @@ def test_short_run_on_digits_learns(workdir: Path):
     # Chance is 0.10; six epochs of the default network reach about 0.97.
     assert metrics["test/acc"] >= 0.93, metrics["test/acc"]
     assert metrics["test/f1"] >= 0.93, metrics["test/f1"]
+    # What the model sees, next to the curves.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(cli.trainer.log_dir, size_guidance={"images": 1})
+    events.Reload()
+    assert "train/augmented_images" in events.Tags()["images"]
 
 
 def test_fit_prints_a_summary(workdir: Path, capsys: pytest.CaptureFixture):

@@ -155,6 +155,22 @@ def test_image_grid_shows_augmented_images_with_class_captions(tmp_path: Path):
     assert any(" + " in caption for caption in mixed_captions)
 
 
+def test_the_image_grid_leaves_the_runs_random_draws_alone(tmp_path: Path):
+    """Adding the grid to a config must not change what the run trains on."""
+    from types import SimpleNamespace
+
+    root = write_image_folder(tmp_path / "pets", per_class=10, sizes=((24, 24),))
+    datamodule = ImageFolderDataModule(root=str(root), augment="strong", num_workers=0)
+    datamodule.setup("fit")
+    grid = TrainingImageGrid(num_images=10, columns=4, tile_size=32)
+    grid._log = lambda trainer, picture: None
+    torch.manual_seed(3)
+    before = torch.get_rng_state()
+    grid.on_fit_start(SimpleNamespace(is_global_zero=True, datamodule=datamodule), None)
+    assert grid.grid is not None
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 # -- class names end to end ----------------------------------------------------------------
 
 

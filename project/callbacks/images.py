@@ -60,7 +60,11 @@ class TrainingImageGrid(Callback):
         if dataset is None or len(dataset) == 0:
             rank_zero_warn("TrainingImageGrid needs an ImageDataModule with a training split")
             return
-        images, self.captions = self._samples(datamodule, dataset)
+        # The augmentations draw from torch's random generator; forked, so that
+        # adding this callback leaves the run's own random draws (its shuffles,
+        # crops, dropout) exactly as they would be without it.
+        with torch.random.fork_rng(devices=[]):
+            images, self.captions = self._samples(datamodule, dataset)
         self.grid = self._draw(images, self.captions)
         self._log(trainer, self.grid)
 
