@@ -98,6 +98,8 @@ def template_run(
     config: str, epochs: int, train: InMemoryBatches, val: InMemoryBatches, logs: Path
 ) -> tuple[list[float], float]:
     """One template fit: the epoch stamps and the whole ``fit()`` time."""
+    from project.callbacks import TrainingImageGrid
+
     cli = build_cli(
         config,
         [
@@ -106,6 +108,11 @@ def template_run(
             f"--trainer.logger.init_args.save_dir={logs}",
         ],
     )
+    # The grid of augmented images draws from a datamodule, which these in-memory
+    # batches replace; it runs once, before the first epoch, outside the times.
+    cli.trainer.callbacks[:] = [
+        c for c in cli.trainer.callbacks if not isinstance(c, TrainingImageGrid)
+    ]
     clock = EpochClock()
     cli.trainer.callbacks.append(clock)
     start = time.perf_counter()
