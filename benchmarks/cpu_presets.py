@@ -21,13 +21,9 @@ import math
 import re
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import lightning.pytorch as L
-from lightning.pytorch.callbacks import Callback
 
 from benchmarks.harness import (
     REPO,
@@ -41,25 +37,6 @@ from benchmarks.harness import (
 
 PRESETS = REPO / "configs" / "presets"
 NOT_AN_EPOCH = {"fast-dev-run", "overfit", "limit-batches"}
-
-
-class EpochClock(Callback):
-    """Writes each training epoch's duration in seconds to ``clock`` (JSON) when fit ends."""
-
-    def __init__(self, clock: str) -> None:
-        self.clock = Path(clock)
-        self.seconds: list[float] = []
-        self.started = math.nan
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.started = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.seconds.append(time.perf_counter() - self.started)
-
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero:
-            self.clock.write_text(json.dumps(self.seconds))
 
 
 def cpu_presets() -> list[str]:
@@ -77,7 +54,7 @@ def run(preset: str | None, epochs: int, workdir: Path, limits: Sequence[str]) -
     clock = workdir / "clock.json"
     clock.unlink(missing_ok=True)
     callback = {
-        "class_path": "benchmarks.cpu_presets.EpochClock",
+        "class_path": "benchmarks.harness.EpochClock",
         "init_args": {"clock": str(clock)},
     }
     command = [sys.executable, "-m", "project", "fit", "--config", "configs/default.yaml"]
@@ -92,7 +69,7 @@ def run(preset: str | None, epochs: int, workdir: Path, limits: Sequence[str]) -
     ]
     # Run from the repository root (configs/ and data/ are named from there).
     finished = run_measured(command, env=child_environment())
-    seconds = json.loads(clock.read_text())
+    seconds = json.loads(clock.read_text())["epoch_seconds"]
     accuracy = re.search(r"^\s*test accuracy\s+(\S+)$", finished.output, re.MULTILINE)
     return {
         "first": seconds[0],

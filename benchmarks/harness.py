@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import itertools
 import json
 import logging
 import math
@@ -24,6 +25,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+from lightning.pytorch.callbacks import Callback
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -235,6 +238,36 @@ def build_cli(config: str, overrides: Sequence[str] = ()) -> Any:
     from project.cli import main
 
     return main(["--config", config, *overrides], run=False)
+
+
+class EpochClock(Callback):
+    """Stamps ``time.perf_counter()`` at the start of every training epoch and when training ends.
+
+    Two consecutive stamps bound one epoch: its training steps, its validation,
+    its checkpoints and its logging, as a plain loop's epoch does. Given
+    ``clock`` (a path), :meth:`record` is written there as JSON when training
+    ends, for a fit that runs in another process.
+    """
+
+    def __init__(self, clock: str | None = None) -> None:
+        self.clock = None if clock is None else Path(clock)
+        self.stamps: list[float] = []
+
+    @property
+    def epoch_seconds(self) -> list[float]:
+        return [b - a for a, b in itertools.pairwise(self.stamps)]
+
+    def record(self) -> dict[str, Any]:
+        """What goes to ``clock``; subclasses add their own entries."""
+        return {"epoch_seconds": self.epoch_seconds}
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.stamps.append(time.perf_counter())
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.stamps.append(time.perf_counter())
+        if self.clock is not None and trainer.is_global_zero:
+            self.clock.write_text(json.dumps(self.record()))
 
 
 # -- the command line and the table ----------------------------------------------------

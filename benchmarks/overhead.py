@@ -21,11 +21,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
 from benchmarks import plain_loop
 from benchmarks.harness import (
+    EpochClock,
     Row,
     alternate,
     argument_parser,
@@ -36,23 +36,6 @@ from benchmarks.harness import (
 )
 
 GOAL = 1.05
-
-
-class EpochClock(Callback):
-    """Records ``time.perf_counter()`` at the start of every training epoch and at the end.
-
-    An epoch then spans its training steps, its validation, its checkpoints and
-    its logging, as a plain loop's epoch does.
-    """
-
-    def __init__(self) -> None:
-        self.stamps: list[float] = []
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self.stamps.append(time.perf_counter())
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        self.stamps.append(time.perf_counter())
 
 
 class InMemoryBatches:

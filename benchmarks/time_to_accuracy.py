@@ -15,7 +15,6 @@ gives medians, and each process's peak resident memory.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import sys
@@ -27,9 +26,9 @@ from typing import Any
 
 import lightning.pytorch as L
 import torch
-from lightning.pytorch.callbacks import Callback
 
 from benchmarks.harness import (
+    EpochClock,
     Finished,
     Row,
     alternate,
@@ -47,7 +46,7 @@ GOAL = 1.2
 SMOKE_LIMITS = {"max_epochs": 1, "limit_train_batches": 2, "limit_val_batches": 2}
 
 
-class StopAtAccuracy(Callback):
+class StopAtAccuracy(EpochClock):
     """Ends fit once ``val/acc`` reaches ``target``; writes when that happened to ``clock``.
 
     Args:
@@ -57,28 +56,22 @@ class StopAtAccuracy(Callback):
     """
 
     def __init__(self, target: float, clock: str) -> None:
+        super().__init__(clock)
         self.target = target
-        self.clock = Path(clock)
-        self.record: dict[str, Any] = {"reached_at": None, "epochs": 0, "best_acc": 0.0}
-        self.stamps: list[float] = []
+        self.progress: dict[str, Any] = {"reached_at": None, "epochs": 0, "best_acc": 0.0}
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.stamps.append(time.perf_counter())
+    def record(self) -> dict[str, Any]:
+        return {**self.progress, **super().record()}
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         accuracy = float(trainer.callback_metrics.get("val/acc", math.nan))
-        self.record["epochs"] = trainer.current_epoch + 1
-        self.record["best_acc"] = max(self.record["best_acc"], accuracy)
-        if accuracy >= self.target and self.record["reached_at"] is None:
-            self.record["reached_at"] = time.time()
+        self.progress["epochs"] = trainer.current_epoch + 1
+        self.progress["best_acc"] = max(self.progress["best_acc"], accuracy)
+        if accuracy >= self.target and self.progress["reached_at"] is None:
+            self.progress["reached_at"] = time.time()
             trainer.should_stop = True
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.stamps.append(time.perf_counter())
-        durations = [b - a for a, b in itertools.pairwise(self.stamps)]
-        self.clock.write_text(json.dumps({**self.record, "epoch_seconds": durations}))
 
 
 def plain_spec(config: str, target: float, workdir: Path, limits: dict[str, int]) -> Path:
