@@ -124,3 +124,13 @@ def run_cli(*args: str):
     from project.cli import main
 
     return main(list(args))
+
+
+def tensorboard_tags(log_dir: Path) -> tuple[set[str], set[str]]:
+    """The scalar and image tags a run's TensorBoard event files hold."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir), size_guidance={"images": 1})
+    events.Reload()
+    tags = events.Tags()
+    return set(tags["scalars"]), set(tags["images"])

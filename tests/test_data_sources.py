@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, run_cli
+from conftest import FAST, run_cli, tensorboard_tags
 from fakes import write_cifar10, write_image_folder, write_labels_csv, write_mnist
 
 from project.callbacks import PredictionWriter, TrainingImageGrid
@@ -172,15 +172,6 @@ def test_the_image_grid_leaves_the_runs_random_draws_alone(tmp_path: Path):
 
 
 # -- class names end to end ----------------------------------------------------------------
-
-
-def tensorboard_tags(log_dir: Path) -> tuple[set[str], set[str]]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(log_dir), size_guidance={"images": 1})
-    events.Reload()
-    tags = events.Tags()
-    return set(tags["scalars"]), set(tags["images"])
 
 
 def test_class_names_travel_from_the_folder_to_checkpoint_logs_and_predictions(workdir: Path):
