@@ -121,11 +121,12 @@ def test_unknown_model_names_get_suggestions():
 
 
 def test_epoch_metrics_count_every_batch_exactly_once(tmp_path):
-    """Training metrics are fed in chunks of steps; the epoch value must still cover each batch.
+    """Training metrics are fed in chunks of steps; an epoch's value must cover its own batches.
 
-    37 batches (two full chunks and a partial one) through a network that does not
-    change (learning rate 0): every logged accuracy must equal the accuracy of
-    that network on the whole split.
+    37 batches (two full chunks and a partial one) through a network that does
+    not learn (learning rate 0) but is changed between the two epochs: every
+    logged accuracy must equal the accuracy of the second epoch's network on the
+    whole split, with nothing left over from the first epoch.
     """
     import lightning.pytorch as L
     from torch.utils.data import DataLoader, TensorDataset
@@ -138,6 +139,20 @@ def test_epoch_metrics_count_every_batch_exactly_once(tmp_path):
     targets = torch.randint(0, 3, (len(images),), generator=generator)
     assert len(images) // 4 % TRAIN_METRIC_CHUNK != 0
     net = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+
+    def accuracy() -> torch.Tensor:
+        with torch.no_grad():
+            return (net(images).argmax(dim=1) == targets).float().mean()
+
+    first = accuracy()
+
+    class SwapClasses(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch == 1:
+                with torch.no_grad():
+                    net[1].weight.copy_(net[1].weight.roll(1, dims=0))
+                    net[1].bias.copy_(net[1].bias.roll(1))
+
     model = ImageClassifier(
         net, num_classes=3, optimizer=lambda params: torch.optim.SGD(params, lr=0.0)
     )
@@ -148,11 +163,12 @@ def test_epoch_metrics_count_every_batch_exactly_once(tmp_path):
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        callbacks=[SwapClasses()],
         default_root_dir=tmp_path,
     )
     trainer.fit(model, loader, loader)
-    with torch.no_grad():
-        expected = (net(images).argmax(dim=1) == targets).float().mean()
+    expected = accuracy()
+    assert not torch.isclose(expected, first)  # the two epochs really differ
     metrics = trainer.callback_metrics
     assert torch.isclose(metrics["train/acc"], expected)
     assert torch.isclose(metrics["val/acc"], expected)
