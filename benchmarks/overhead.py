@@ -8,6 +8,12 @@ as the default config builds them, with its callbacks (checkpoints, early
 stopping, learning-rate monitor) and TensorBoard logging; only the progress bar
 is off. The two run alternately; the table gives the median time per epoch.
 
+A second pair of sides splits that ratio: the smallest LightningModule that
+trains the same network the same way (no logging, metrics, callbacks or
+checkpoints: what Lightning's own parity tests time) against the plain loop
+without its checkpoints. Their ratio is what Lightning's loop costs; the rest
+of the first ratio is what the default config's features cost.
+
     python -m benchmarks.overhead [--epochs 6] [--rounds 5]
 """
 
@@ -19,9 +25,11 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import lightning.pytorch as L
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from benchmarks import plain_loop
 from benchmarks.harness import (
@@ -104,9 +112,16 @@ def template_run(
 
 
 def plain_run(
-    config: str, epochs: int, train: InMemoryBatches, val: InMemoryBatches, logs: Path
+    config: str,
+    epochs: int,
+    train: InMemoryBatches,
+    val: InMemoryBatches,
+    logs: Path | None,
 ) -> tuple[list[float], float]:
-    """One hand-written fit of the same network, optimizer, schedule and loss."""
+    """One hand-written fit of the same network, optimizer, schedule and loss.
+
+    With ``logs`` set to ``None`` it keeps no checkpoints.
+    """
     cli = build_cli(config)  # the same seed, so the same initial weights
     device = cli.trainer.strategy.root_device
     model = cli.model
@@ -115,9 +130,85 @@ def plain_run(
     scheduler = plain_loop.build_scheduler(model.scheduler, optimizer, epochs * len(train))
     start = time.perf_counter()
     stamps = plain_loop.fit(
-        net, train, val, model.loss, optimizer, scheduler, device, epochs, logs / "plain"
+        net,
+        train,
+        val,
+        model.loss,
+        optimizer,
+        scheduler,
+        device,
+        epochs,
+        None if logs is None else logs / "plain",
     )
     return stamps, time.perf_counter() - start
+
+
+class LightningAlone(L.LightningModule):
+    """The plain loop's work in the smallest LightningModule: no logging, metrics or callbacks.
+
+    Validation sums the loss and the correct predictions as the plain loop's
+    ``evaluate`` does; nothing reads them.
+    """
+
+    def __init__(self, net: nn.Module, loss: nn.Module, optimizer: Any, scheduler: Any) -> None:
+        super().__init__()
+        self.net = net
+        self.loss = loss
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.val_loss, self.val_correct = 0.0, 0
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, targets = batch
+        return self.loss(self.net(images), targets)
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_loss, self.val_correct = 0.0, 0
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        images, targets = batch
+        logits = self.net(images)
+        self.val_loss += self.loss(logits, targets).item() * len(targets)
+        self.val_correct += (logits.argmax(dim=1) == targets).sum().item()
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer(plain_loop.decay_groups(self.net))
+        total_steps = self.trainer.estimated_stepping_batches
+        scheduler = plain_loop.build_scheduler(self.scheduler, optimizer, total_steps)
+        if scheduler is None:
+            return optimizer
+        interval = "step" if isinstance(scheduler, plain_loop.PER_BATCH) else "epoch"
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": interval},
+        }
+
+
+def lightning_run(
+    config: str, epochs: int, train: InMemoryBatches, val: InMemoryBatches, logs: Path | None
+) -> tuple[list[float], float]:
+    """One fit of :class:`LightningAlone` by a Trainer with every extra turned off.
+
+    ``logs`` is not used: this side writes nothing.
+    """
+    cli = build_cli(config)  # the same seed, so the same initial weights
+    model = cli.model
+    module = LightningAlone(model.net, model.loss, model.optimizer, model.scheduler)
+    clock = EpochClock()
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator=cli.trainer.accelerator,
+        devices=1,
+        precision=cli.trainer.precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[clock],
+    )
+    start = time.perf_counter()
+    trainer.fit(module, train_dataloaders=train, val_dataloaders=val)
+    return clock.stamps, time.perf_counter() - start
 
 
 def steady_epochs(stamps: list[float]) -> list[float]:
@@ -140,12 +231,19 @@ def measure(
     with tempfile.TemporaryDirectory() as tmp:
         logs = Path(tmp)
 
-        def run(side):
-            return lambda: side(config, epochs, train_batches, val_batches, logs)
+        def run(side, keep_checkpoints=True):
+            folder = logs if keep_checkpoints else None
+            return lambda: side(config, epochs, train_batches, val_batches, folder)
 
+        sides = {
+            "template": run(template_run),
+            "plain": run(plain_run),
+            "lightning": run(lightning_run, keep_checkpoints=False),
+            "plain, no checkpoints": run(plain_run, keep_checkpoints=False),
+        }
         if warm_up:  # one untimed run each: imports and allocator warm-up are not overhead
-            alternate({"template": run(template_run), "plain": run(plain_run)}, 1)
-        results = alternate({"template": run(template_run), "plain": run(plain_run)}, rounds)
+            alternate(sides, 1)
+        results = alternate(sides, rounds)
     per_epoch = {
         side: median([d for stamps, _ in runs for d in steady_epochs(stamps)])
         for side, runs in results.items()
@@ -154,11 +252,20 @@ def measure(
     steps = len(train)
     extra = per_epoch["template"] - per_epoch["plain"]
     ratio = per_epoch["template"] / per_epoch["plain"]
+    loop_extra = per_epoch["lightning"] - per_epoch["plain, no checkpoints"]
     note = (
         f"{steps} training steps of batch {len(train[0][1])} and {len(val)} validation batches "
         f"per epoch, {epochs} epochs x {rounds} alternating rounds; the template adds "
         f"{extra * 1000:+.0f} ms per epoch ({extra / steps * 1000:+.2f} ms per step): "
         "metrics, logging, callbacks and Lightning's loop"
+    )
+    loop_note = (
+        "a LightningModule with only training_step, validation_step and "
+        "configure_optimizers, a Trainer with logger, checkpoints, callbacks, progress bar "
+        "and model summary off, against the plain loop without its checkpoints: "
+        f"Lightning's loop adds {loop_extra * 1000:+.0f} ms per epoch (its own parity tests "
+        "allow 50 ms); the template's other "
+        f"{(extra - loop_extra) * 1000:+.0f} ms are the default config's features"
     )
     return [
         Row(
@@ -177,6 +284,14 @@ def measure(
             "s",
             whole["template"],
             whole["plain"],
+        ),
+        Row(
+            "trainer overhead",
+            "Lightning alone: time per epoch, no logging, metrics or checkpoints",
+            "s",
+            per_epoch["lightning"],
+            per_epoch["plain, no checkpoints"],
+            note=loop_note,
         ),
     ]
 

@@ -117,20 +117,23 @@ def fit(
     scheduler: Any,
     device: torch.device,
     epochs: int,
-    checkpoint_dir: Path,
+    checkpoint_dir: Path | None,
     prepare: Callable[[Tensor], Tensor] | None = None,
     stop: Callable[[int, float], bool] | None = None,
 ) -> list[float]:
     """Trains for ``epochs``, validating and checkpointing every epoch.
 
     Args:
+        checkpoint_dir: Where ``best.pt`` and ``last.pt`` go; ``None`` keeps no
+            checkpoints.
         stop: Called after each validation with the epoch and the accuracy;
             returning True ends training.
 
     Returns:
         The ``time.perf_counter()`` at the start of every epoch and at the end.
     """
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    if checkpoint_dir is not None:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
     best = float("inf")
     stamps = []
     for epoch in range(epochs):
@@ -141,20 +144,37 @@ def fit(
             scheduler.step(val_loss)
         elif scheduler is not None and not isinstance(scheduler, PER_BATCH):
             scheduler.step()
-        state = {
-            "epoch": epoch,
-            "model": net.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": None if scheduler is None else scheduler.state_dict(),
-        }
-        if val_loss < best:
-            best = val_loss
-            torch.save(state, checkpoint_dir / "best.pt")
-        torch.save(state, checkpoint_dir / "last.pt")
+        if checkpoint_dir is not None:
+            best = save_checkpoints(
+                checkpoint_dir, epoch, net, optimizer, scheduler, val_loss, best
+            )
         if stop is not None and stop(epoch, accuracy):
             break
     stamps.append(time.perf_counter())
     return stamps
+
+
+def save_checkpoints(
+    checkpoint_dir: Path,
+    epoch: int,
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    val_loss: float,
+    best: float,
+) -> float:
+    """Writes ``last.pt``, and ``best.pt`` when ``val_loss`` beats ``best``; returns the best."""
+    state = {
+        "epoch": epoch,
+        "model": net.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": None if scheduler is None else scheduler.state_dict(),
+    }
+    if val_loss < best:
+        best = val_loss
+        torch.save(state, checkpoint_dir / "best.pt")
+    torch.save(state, checkpoint_dir / "last.pt")
+    return best
 
 
 # -- the time-to-accuracy worker -------------------------------------------------------

@@ -49,9 +49,11 @@ def test_overhead_prints_epoch_time_ratio(workdir: Path, capsys: pytest.CaptureF
     rows = overhead.main(["--smoke"])
     # Quieted for the table only: the caller's logging is left as it was.
     assert lightning_logger.level == level
-    assert_table(rows, capsys.readouterr().out, "trainer overhead", 2)
+    assert_table(rows, capsys.readouterr().out, "trainer overhead", 3)
     assert rows[0].goal == "<= 1.05x" and rows[0].met is not None
     assert "3 training steps" in rows[0].note
+    # The third row splits the first: Lightning's loop alone against the plain loop.
+    assert rows[2].measure.startswith("Lightning alone") and "Lightning's loop adds" in rows[2].note
 
 
 def test_startup_prints_added_seconds(workdir: Path, capsys: pytest.CaptureFixture):
