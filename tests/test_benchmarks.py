@@ -64,6 +64,14 @@ def test_startup_prints_added_seconds(workdir: Path, capsys: pytest.CaptureFixtu
         "python -m project fit --print_config",
     ]
     assert all("adds" in row.note for row in rows)
+    # Judged on the time the commands reported from inside: absent, there is no verdict.
+    assert all(row.met is not None for row in rows)
+
+
+def test_startup_reads_the_time_reported_after_the_baseline_imports():
+    output = f"usage: ...\n{startup.AFTER_BASELINE} 0.25 0.2\n"
+    assert startup.after_baseline(output) == (0.25, 0.2)
+    assert all(math.isnan(value) for value in startup.after_baseline("usage: ...\n"))
 
 
 def test_startup_lists_the_costliest_extra_imports():
