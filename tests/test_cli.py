@@ -20,6 +20,23 @@ def test_help_lists_the_subcommands(capsys: pytest.CaptureFixture):
     out = capsys.readouterr().out
     for subcommand in ("fit", "validate", "test", "predict"):
         assert subcommand in out
+    assert "Runs the full optimization routine." in out
+
+
+@pytest.mark.parametrize(
+    "subcommand, own_option",
+    [("fit", "--test_after_fit"), ("validate", "--ckpt_path"), ("predict", "--return_predictions")],
+)
+def test_each_subcommand_help_shows_its_options(
+    subcommand: str, own_option: str, capsys: pytest.CaptureFixture
+):
+    # Only the subcommand named first gets its parser built; its help must be whole.
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(subcommand, "--help")
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for option in (own_option, "--model", "--data", "--trainer.max_epochs", "--config"):
+        assert option in out, f"{subcommand} --help lacks {option}"
 
 
 def test_class_count_and_channels_come_from_the_data(workdir: Path):
