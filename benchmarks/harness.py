@@ -179,15 +179,10 @@ def median(values: Sequence[float]) -> float:
 
 @dataclass
 class Finished:
-    """A subprocess that ran to the end: wall time from launch, CPU time, peak memory, output.
-
-    ``cpu_seconds`` (user + system) suffers less than wall time from other
-    processes on the machine: a cross-check when the machine is not quiet.
-    """
+    """A subprocess that ran to the end: wall time from launch, peak memory, output."""
 
     started: float
     seconds: float
-    cpu_seconds: float
     peak_rss_mib: float
     returncode: int
     output: str
@@ -221,8 +216,7 @@ def run_measured(
         raise RuntimeError(
             f"`{' '.join(command)}` exited with {process.returncode}; its output ends:\n{tail}"
         )
-    cpu = usage.ru_utime + usage.ru_stime
-    return Finished(started, seconds, cpu, peak, process.returncode, output)
+    return Finished(started, seconds, peak, process.returncode, output)
 
 
 def child_environment() -> dict[str, str]:
