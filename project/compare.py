@@ -13,6 +13,13 @@ this command does not know (``--trainer.max_epochs=5``; or everything after
 ``--``) go to every run. The table of mean and sample standard deviation is
 printed and written as markdown (``--output``), rewritten after every run so
 an interrupted comparison keeps what finished.
+
+Each run gets its own ``--trainer.default_root_dir``, a folder beside the
+table named after it (``logs/compare/<date-time>/<config>-seed<N>``). With a
+logger it is unused (the logger's ``save_dir`` decides); without one
+(``--trainer.logger=false``) it keeps each run's ``config.yaml`` and
+checkpoints apart, where they would otherwise meet in the working directory
+and the second run would stop rather than overwrite the first's config.
 """
 
 from __future__ import annotations
@@ -48,8 +55,12 @@ def run_config(
     seed: int,
     extra_args: Sequence[str] = (),
     metrics: Sequence[str] = DEFAULT_METRICS,
+    root_dir: Path | None = None,
 ) -> RunResult:
     """Fits one contender with one seed, tests its best checkpoint, returns the test metrics.
+
+    ``root_dir`` is the run's ``trainer.default_root_dir``; the extra arguments
+    may still set another.
 
     Raises:
         KeyError: A requested metric was not logged by the test run.
@@ -59,6 +70,8 @@ def run_config(
     args = ["fit"]
     for config in configs:
         args += ["--config", str(config)]
+    if root_dir is not None:
+        args.append(f"--trainer.default_root_dir={root_dir}")
     # The seed comes last so that it wins over the configs and the extra arguments.
     args += [
         *extra_args,
@@ -133,18 +146,29 @@ def compare(
     metrics: Sequence[str] = DEFAULT_METRICS,
     output: Path | None = None,
 ) -> list[RunResult]:
-    """Runs every contender with every seed; writes the markdown to ``output`` after each run."""
+    """Runs every contender with every seed; writes the markdown to ``output`` after each run.
+
+    Each run's ``default_root_dir`` is ``<output without .md>/<config>-seed<N>``,
+    or under ``logs/compare/<date-time>/`` when there is no ``output``.
+    """
     missing = [config for stack in contenders for config in stack if not Path(config).is_file()]
     if missing:
         raise FileNotFoundError(f"config files not found: {missing}")
+    runs = output.with_suffix("") if output is not None else default_output().with_suffix("")
     results = []
     for stack in contenders:
         for seed in seeds:
-            results.append(run_config(stack, seed, extra_args, metrics))
+            root_dir = runs / f"{label_of(stack).replace(' + ', '+')}-seed{seed}"
+            results.append(run_config(stack, seed, extra_args, metrics, root_dir))
             if output is not None:
                 output.parent.mkdir(parents=True, exist_ok=True)
                 output.write_text(markdown(results, metrics))
     return results
+
+
+def default_output() -> Path:
+    """``logs/compare/<date-time>.md``: where the table goes unless ``--output`` says."""
+    return Path("logs/compare") / f"{time.strftime('%Y%m%d-%H%M%S')}.md"
 
 
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -186,7 +210,7 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
 def main(argv: Sequence[str] | None = None) -> list[RunResult]:
     """Command-line entry: parses ``argv`` (``sys.argv[1:]`` when ``None``), runs, prints."""
     options, extra_args = parse_args(sys.argv[1:] if argv is None else argv)
-    output = options.output or Path("logs/compare") / f"{time.strftime('%Y%m%d-%H%M%S')}.md"
+    output = options.output or default_output()
     results = compare(options.config, options.seeds, extra_args, options.metrics, output)
     print(f"\n{markdown(results, options.metrics)}\nWritten to {output}")
     return results

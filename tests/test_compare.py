@@ -42,6 +42,33 @@ def test_compare_runs_each_config_with_each_seed_and_tabulates(
     assert f"{sum(f1) / 2:.4f} ± " in mean_row
 
 
+def test_runs_without_a_logger_keep_their_files_apart(workdir: Path):
+    # Without a logger, Lightning puts config.yaml and checkpoints in the working
+    # directory: the second run used to stop there rather than overwrite the first's.
+    results = main(
+        [
+            "--config",
+            "configs/experiments/digits-5to9-scratch.yaml",
+            "--seeds",
+            "0",
+            "1",
+            "--output",
+            "out/table.md",
+            "--trainer.logger=false",
+            *FAST,
+        ]
+    )
+    assert [r.seed for r in results] == [0, 1]
+    assert [Path(r.log_dir).resolve() for r in results] == [
+        (workdir / "out" / "table" / f"digits-5to9-scratch-seed{seed}").resolve() for seed in (0, 1)
+    ]
+    for result in results:
+        saved = yaml.safe_load((Path(result.log_dir) / "config.yaml").read_text())
+        assert saved["seed_everything"] == result.seed
+        assert list((Path(result.log_dir) / "checkpoints").glob("*.ckpt"))
+    assert not (workdir / "config.yaml").exists()
+
+
 def test_mean_and_sample_std_per_config():
     results = [
         RunResult("a", 0, {"test/f1": 0.5}, None),
