@@ -45,7 +45,13 @@ def unused_name(folder: Path, name: str) -> str:
 
 
 def fold_args(configs: list[str], folds: int, fold: int, name: str) -> list[str]:
-    """``fit`` arguments for one fold, logging to ``<save_dir>/<name>/fold_<fold>``."""
+    """``fit`` arguments for one fold, logging to ``<save_dir>/<name>/fold_<fold>``.
+
+    ``default_root_dir`` is the same folder under ``logs/``: a run without a
+    logger (``--trainer.logger=false``) keeps its config and checkpoints there,
+    not in the working directory, where the second fold would find the
+    first's config and stop.
+    """
     return [
         "fit",
         *(arg for config in configs for arg in ("--config", config)),
@@ -53,6 +59,7 @@ def fold_args(configs: list[str], folds: int, fold: int, name: str) -> list[str]
         f"--data.init_args.fold={fold}",
         f"--trainer.logger.init_args.name={name}",
         f"--trainer.logger.init_args.version=fold_{fold}",
+        f"--trainer.default_root_dir={Path('logs') / name / f'fold_{fold}'}",
         "--test_after_fit=true",
     ]
 

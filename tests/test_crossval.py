@@ -37,6 +37,28 @@ def test_two_folds_fit_test_and_write_the_summary(workdir: Path, capsys: pytest.
     assert "2-fold cross-validation" in printed and "mean" in printed and "std" in printed
 
 
+def test_folds_without_a_logger_keep_their_files_apart(workdir: Path):
+    # Without a logger, Lightning writes config.yaml to the working directory:
+    # the second fold used to stop there rather than overwrite the first's.
+    crossval.run(
+        [
+            "--config",
+            "configs/experiments/digits-5to9-scratch.yaml",
+            "--folds",
+            "2",
+            "--trainer.logger=false",
+            *FAST,
+        ]
+    )
+    output = workdir / "logs" / "crossval-digits-5to9-scratch"
+    for fold in (0, 1):
+        saved = yaml.safe_load((output / f"fold_{fold}" / "config.yaml").read_text())
+        assert saved["data"]["init_args"]["fold"] == fold
+        assert list((output / f"fold_{fold}" / "checkpoints").glob("*.ckpt"))
+    assert (output / "summary.csv").is_file()
+    assert not (workdir / "config.yaml").exists()
+
+
 def test_fewer_than_two_folds_is_refused(workdir: Path):
     with pytest.raises(SystemExit, match="at least 2"):
         crossval.run(["--config", "configs/default.yaml", "--folds", "1"])
