@@ -197,6 +197,11 @@ def has_run_folders(cli: ProjectCLI) -> bool:
     return "name" in init_args and "version" in init_args
 
 
+def trial_folder(trial: Any) -> str:
+    """``trial_000``, ``trial_001``, ...: one trial's log folder."""
+    return f"trial_{trial.number:03d}"
+
+
 @dataclass
 class Study:
     """One search: the configs, the space, and where results go."""
@@ -209,8 +214,12 @@ class Study:
     use_logger_folders: bool = True
 
     @property
+    def config_args(self) -> list[str]:
+        return [arg for config in self.configs for arg in ("--config", config)]
+
+    @property
     def base_args(self) -> list[str]:
-        return [arg for config in self.configs for arg in ("--config", config)] + self.extra_args
+        return self.config_args + self.extra_args
 
     def check(self) -> None:
         """Builds the configs once, so a bad key fails before the first trial."""
@@ -221,7 +230,7 @@ class Study:
                 f"{cli.trainer.world_size} (devices x num_nodes); drop ddp presets or set "
                 "--trainer.devices=1"
             )
-        # Without such a logger, trials share the trainer's root folder.
+        # Without such a logger, each trial's root folder is its log folder.
         self.use_logger_folders = has_run_folders(cli)
 
     def objective(self, trial: Any) -> float:
@@ -229,11 +238,16 @@ class Study:
         import optuna
 
         values = {p.key: p.suggest(trial) for p in self.space.parameters}
-        args = self.base_args + override_args(values)
+        # The trial's folder, as the logger names it: without such a logger the
+        # trial's config and checkpoints go there, where they would otherwise meet
+        # in the working directory (the second trial would stop at the first's
+        # config.yaml). Before the extra arguments, which may set another.
+        root_dir = f"--trainer.default_root_dir={Path('logs') / self.name / trial_folder(trial)}"
+        args = [*self.config_args, root_dir, *self.extra_args, *override_args(values)]
         if self.use_logger_folders:
             args += [
                 f"--trainer.logger.init_args.name={self.name}",
-                f"--trainer.logger.init_args.version=trial_{trial.number:03d}",
+                f"--trainer.logger.init_args.version={trial_folder(trial)}",
             ]
         cli = build_cli(args)
         monitor = TrialMonitor(trial, self.space.metric, self.space.direction)

@@ -40,6 +40,33 @@ def test_three_trials_write_a_best_config_that_runs(workdir: Path, capsys: pytes
     assert cli.model.net.dropout.p == study.best_params["model.init_args.net.init_args.dropout"]
 
 
+def test_trials_without_a_logger_keep_their_files_apart(workdir: Path):
+    # Without a logger, Lightning writes config.yaml to the working directory:
+    # the second trial used to stop there rather than overwrite the first's.
+    study = tune.run(
+        [
+            "--config",
+            "configs/experiments/digits-5to9-scratch.yaml",
+            "--trials",
+            "2",
+            "--trainer.logger=false",
+            *TRIAL,
+        ]
+    )
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    output = workdir / "logs" / "tune-digits-5to9-scratch"
+    for trial in study.trials:
+        folder = output / f"trial_{trial.number:03d}"
+        assert Path(trial.user_attrs["log_dir"]).resolve() == folder.resolve()
+        saved = yaml.safe_load((folder / "config.yaml").read_text())
+        assert saved["trainer"]["logger"] is False
+        assert list((folder / "checkpoints").glob("*.ckpt"))
+    assert not (workdir / "config.yaml").exists()
+    # The best config is the user's, not the trial's folder.
+    best = yaml.safe_load((output / "best.yaml").read_text())
+    assert best["trainer"]["default_root_dir"] is None
+
+
 class AlwaysPrune(optuna.pruners.BasePruner):
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
         return True
