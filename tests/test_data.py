@@ -188,6 +188,10 @@ def test_statistics_are_those_of_the_training_images(square_tree: Path):
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (datamodule.mean, datamodule.std))
     # The same floats as the textbook formula, to the bit (the default run's results depend on it).
     assert torch.equal(normalized, (batch.float() / 255 - mean) / std)
+    # The statistics are turned into tensors once, but new values (a checkpoint's,
+    # a user's) take effect from the next batch.
+    datamodule.load_state_dict({"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]})
+    assert torch.equal(datamodule.normalize(batch), (batch.float() / 255 - 0.5) / 0.25)
 
 
 def test_cache_holds_one_uint8_tensor_equal_to_the_files(square_tree: Path):
