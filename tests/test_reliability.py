@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import resource
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 import lightning.pytorch as L
 import pytest
 import torch
-from conftest import CONFIGS
+from conftest import make_workdir
 
 TESTS = Path(__file__).resolve().parent
 RUN = [
@@ -65,12 +64,6 @@ def pause_at(epoch: int, batch: int) -> list[str]:
         f"--trainer.callbacks.init_args.epoch={epoch}",
         f"--trainer.callbacks.init_args.batch={batch}",
     ]
-
-
-def make_workdir(folder: Path, digits_tree: Path) -> Path:
-    shutil.copytree(digits_tree, folder / "data" / "digits")
-    os.symlink(CONFIGS, folder / "configs")
-    return folder
 
 
 def environment() -> dict[str, str]:

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import FAST, run_cli
+from conftest import FAST, make_workdir, run_cli
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from project.callbacks import (
@@ -104,8 +104,7 @@ def test_bad_config_is_one_line_naming_the_key(
 def trained(tmp_path_factory: pytest.TempPathFactory, digits_tree: Path) -> Path:
     """A checkpoint of the default config (10 digit classes), written by a short fit."""
     folder = tmp_path_factory.mktemp("trained")
-    shutil.copytree(digits_tree, folder / "data" / "digits")
-    os.symlink(Path(__file__).resolve().parents[1] / "configs", folder / "configs")
+    make_workdir(folder, digits_tree)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)
         cli = run_cli("fit", *DEFAULT, *FAST, "--test_after_fit=false")
