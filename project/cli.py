@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import os
-import pickle
 import re
 import sys
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any, NoReturn
 
-import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
@@ -27,11 +24,9 @@ from project.callbacks import (
 )
 from project.callbacks.checkpointing import check_writable, claim_log_versions
 from project.callbacks.progress import progress_bar_for
+from project.checkpoints import CheckpointError, check_import_paths, class_paths, read_checkpoint
 from project.data import ImageDataModule
 from project.models import ImageClassifier
-
-# What torch.load raises for a file that is no checkpoint, or one that holds code.
-_UNREADABLE = (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile)
 
 # Lines of jsonargparse's nested messages that describe its search, not the problem.
 _SEARCH_NOTES = re.compile(
@@ -229,13 +224,17 @@ class ProjectCLI(LightningCLI):
         last = self._latest_last_checkpoint()
         if name == "last":
             config["ckpt_path"] = str(last)
+            self._check_checkpoint(config["ckpt_path"])
             return
-        state = torch.load(last, map_location="cpu", weights_only=True)
+        state = read_checkpoint(last, "ckpt_path")
+        callbacks = state.get("callbacks")
         best = next(
             (
                 value.get("best_model_path")
-                for key, value in state.get("callbacks", {}).items()
-                if key.startswith("ModelCheckpoint") and value.get("best_model_path")
+                for key, value in (callbacks if isinstance(callbacks, dict) else {}).items()
+                if str(key).startswith("ModelCheckpoint")
+                and isinstance(value, dict)
+                and value.get("best_model_path")
             ),
             None,
         )
@@ -245,6 +244,7 @@ class ProjectCLI(LightningCLI):
                 "pass --ckpt_path with a file path"
             )
         config["ckpt_path"] = best
+        self._check_checkpoint(best)
 
     def _fitted_here(self) -> bool:
         return any(
@@ -267,14 +267,33 @@ class ProjectCLI(LightningCLI):
         return candidates[-1]
 
     def _parse_ckpt_path(self) -> None:
-        # LightningCLI reads the model's settings from a --ckpt_path file before
-        # anything runs; a file that is no checkpoint gets one line, not a traceback.
+        """Checks a ``--ckpt_path`` file before anything is built; never takes settings from it.
+
+        LightningCLI would merge the checkpoint's saved settings into the config
+        here, importing and building the classes they name before any check, and
+        then run something other than the config the user reads. Here the model
+        is the one the config describes and the checkpoint gives its weights; a
+        model the checkpoint does not fit is refused with both sides named
+        (``ImageClassifier.on_load_checkpoint``).
+        """
+        if self.config.get("subcommand"):
+            self._check_checkpoint(self.config[self.config.subcommand].get("ckpt_path"))
+
+    def _check_checkpoint(self, path: str | None) -> None:
+        """Refuses, in one line, a checkpoint that holds code or names untrusted classes.
+
+        Classes are trusted when the config names them or they are under
+        :data:`project.checkpoints.TRUSTED_PACKAGES`. ``best``, ``last`` and
+        remote paths are checked once :meth:`_resolve_ckpt_path` has found the file.
+        """
+        if not path or "://" in str(path) or not Path(path).is_file():
+            return
         try:
-            super()._parse_ckpt_path()
-        except _UNREADABLE as error:
-            path = self.config[self.config.subcommand].get("ckpt_path")
-            reason = (str(error).strip() or type(error).__name__).splitlines()[0]
-            self.parser.error(f"ckpt_path: {path} is not a checkpoint that loads safely: {reason}")
+            checkpoint = read_checkpoint(path, "ckpt_path", mmap=True)
+            own = class_paths(self.config[self.config.subcommand].as_dict())
+            check_import_paths(checkpoint, path, "ckpt_path", config_classes=own)
+        except CheckpointError as error:
+            self.parser.error(str(error))
 
     def _prepare_run(self) -> None:
         """Before any subcommand: safe loading, the checkpoint to use, a log folder of its own."""
@@ -283,7 +302,10 @@ class ProjectCLI(LightningCLI):
         # a checkpoint is data, never code.
         if config.get("weights_only") is None:
             config["weights_only"] = True
-        self._resolve_ckpt_path()
+        try:
+            self._resolve_ckpt_path()
+        except CheckpointError as error:
+            self.parser.error(str(error))
         if rank_zero_only.rank == 0:
             try:
                 claim_log_versions(self.trainer.loggers)

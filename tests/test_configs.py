@@ -62,3 +62,11 @@ def test_config_runs_fast(name: str, workdir: Path):
     torch.use_deterministic_algorithms(False)
     assert cli.trainer.state.finished, f"{name}: fit did not finish"
     assert cli.trainer.global_step > 0
+    # Its checkpoint names only trusted classes, so Python loads it back as it is.
+    last = cli.trainer.checkpoint_callback and cli.trainer.checkpoint_callback.last_model_path
+    if last:
+        loaded = type(cli.model).load_from_checkpoint(last)
+        assert type(loaded.net) is type(cli.model.net)
+        assert loaded.class_names == cli.model.class_names
+        for key, value in cli.model.state_dict().items():
+            assert torch.equal(loaded.state_dict()[key], value), f"{name}: {key}"

@@ -74,11 +74,16 @@ def test_wrong_classes_losses_and_checkpoints_are_refused(tmp_path: Path, teache
         DistillationClassifier(ConvNet(3, 1), 3, str(teacher_checkpoint), class_names=list("abc"))
     with pytest.raises(TypeError, match="student_logits, targets, teacher_logits"):
         student(teacher_checkpoint, loss=nn.CrossEntropyLoss())
-    # A checkpoint names its network's class; only nn.Module classes are built.
+    # A checkpoint names its network's class; only trusted classes are built.
     hostile = torch.load(teacher_checkpoint, weights_only=True)
     hostile["hyper_parameters"]["net"] = {"class_path": "os.system", "init_args": {"command": ""}}
     torch.save(hostile, tmp_path / "hostile.ckpt")
-    with pytest.raises(ValueError, match=r"'os\.system' is not an nn\.Module"):
+    with pytest.raises(ValueError, match=r"hyper_parameters\.net\.class_path names 'os\.system'"):
+        student(tmp_path / "hostile.ckpt")
+    # A trusted module, but no network class.
+    hostile["hyper_parameters"]["net"] = {"class_path": "torch.nn.functional.relu"}
+    torch.save(hostile, tmp_path / "hostile.ckpt")
+    with pytest.raises(ValueError, match=r"'torch\.nn\.functional\.relu' is not an nn\.Module"):
         student(tmp_path / "hostile.ckpt")
 
 

@@ -7,7 +7,6 @@ sides of a mismatch), never in a silent success or a half-done run.
 from __future__ import annotations
 
 import os
-import pickle
 import resource
 import shutil
 from pathlib import Path
@@ -158,42 +157,6 @@ def test_resuming_with_another_network_names_both_sides(trained: Path, workdir: 
     assert "holds another network than the config builds" in message
     assert "widths [32, 64, 128] there, [16, 32] here" in message
     assert "net.features.0.weight is [32, 1, 3, 3] there, [16, 1, 3, 3] here" in message
-
-
-class Payload:
-    """Unpickling this object creates a file: the proof that code from a checkpoint ran."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
-
-
-def test_checkpoint_holding_code_is_refused_without_running_it(
-    trained: Path, workdir: Path, capsys: pytest.CaptureFixture
-):
-    marker = workdir / "code-ran"
-    evil = torch.load(trained, map_location="cpu", weights_only=True)
-    evil["hyper_parameters"]["net"] = Payload(marker)
-    torch.save(evil, "evil.ckpt")
-    torch.load("evil.ckpt", weights_only=False)  # the payload is live: unsafe loading runs it
-    assert marker.exists()
-    marker.unlink()
-
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli("test", *DEFAULT, "--ckpt_path=evil.ckpt", *FAST)
-    assert exit_info.value.code == 2
-    line = capsys.readouterr().err.splitlines()[0]
-    assert line.startswith("error: ckpt_path: evil.ckpt is not a checkpoint that loads safely")
-
-    # The same file found as the newest last.ckpt of this config.
-    run = Path("logs") / "default" / "version_0" / "checkpoints"
-    run.mkdir(parents=True)
-    shutil.copy("evil.ckpt", run / "last.ckpt")
-    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
-        run_cli("fit", *DEFAULT, "--ckpt_path=last", *FAST)
-    assert not marker.exists()
 
 
 def test_file_that_is_no_checkpoint_is_one_line(workdir: Path, capsys: pytest.CaptureFixture):

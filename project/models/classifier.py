@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterable
-from typing import Any
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 import lightning.pytorch as L
 import torch
@@ -17,6 +18,11 @@ from torchmetrics.classification import (
     MulticlassPrecision,
     MulticlassRecall,
 )
+
+from project.checkpoints import load_checked
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 # Schedulers whose step() is meant to run after every batch, not every epoch.
 PER_BATCH_SCHEDULERS = (torch.optim.lr_scheduler.OneCycleLR, torch.optim.lr_scheduler.CyclicLR)
@@ -255,6 +261,34 @@ class ImageClassifier(L.LightningModule):
         return {"paths": list(paths), "probabilities": self(images).softmax(dim=1)}
 
     # -- checkpoints -------------------------------------------------------------------
+
+    @classmethod
+    def load_from_checkpoint(
+        cls,
+        checkpoint_path: str | Path | IO[bytes],
+        map_location: Any = None,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Self:
+        """Lightning's loader, refusing checkpoints that name untrusted code.
+
+        The network, loss, optimizer and scheduler are rebuilt from the class
+        paths saved in the checkpoint, so each must be under
+        :data:`project.checkpoints.TRUSTED_PACKAGES` (add your package there to
+        load its models) unless ``kwargs`` or ``hparams_file`` replace it. The
+        file is read with ``weights_only=True``. Errors are one line naming the
+        file (:class:`project.checkpoints.CheckpointError`).
+        """
+        return load_checked(
+            cls,
+            super().load_from_checkpoint,
+            checkpoint_path,
+            hparams_file,
+            kwargs,
+            map_location=map_location,
+            strict=strict,
+        )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuses a checkpoint made for other classes or another network, naming both sides.

@@ -10,8 +10,9 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
+from project.checkpoints import check_import_paths, read_checkpoint
 from project.models.classifier import ImageClassifier
-from project.models.transfer import checkpoint_preprocessing, network_state, read_checkpoint
+from project.models.transfer import checkpoint_preprocessing, network_state
 
 
 def takes_teacher_logits(loss: nn.Module) -> bool:
@@ -26,11 +27,12 @@ def takes_teacher_logits(loss: nn.Module) -> bool:
 def rebuild_network(config: Any, path: str) -> nn.Module:
     """Builds the network a checkpoint's hyperparameters describe (``class_path``, ``init_args``).
 
-    Only ``nn.Module`` classes are built, so a checkpoint cannot make this call
-    any other function. Pretrained weights are not fetched: the checkpoint
-    holds the trained ones.
+    Only ``nn.Module`` classes under :data:`project.checkpoints.TRUSTED_PACKAGES`
+    are built (the caller has checked the checkpoint), so a checkpoint cannot
+    make this call any other function. Pretrained weights are not fetched: the
+    checkpoint holds the trained ones.
     """
-    if not isinstance(config, dict) or "class_path" not in config:
+    if not isinstance(config, dict) or not isinstance(config.get("class_path"), str):
         raise ValueError(
             f"{path} does not record how its network was built (it was not trained through "
             "`python -m project`); give model.init_args.teacher_net in the config"
@@ -107,6 +109,9 @@ class DistillationClassifier(ImageClassifier):
         self._check_classes(saved, teacher_checkpoint)
         teacher = teacher_net
         if teacher is None:
+            # Only the network is built from the teacher's settings.
+            network = {"hyper_parameters": {"net": saved.get("net")}}
+            check_import_paths(network, teacher_checkpoint, "teacher_checkpoint")
             teacher = rebuild_network(saved.get("net"), teacher_checkpoint)
         try:
             teacher.load_state_dict(network_state(checkpoint, teacher_checkpoint))

@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
+from project.checkpoints import read_checkpoint
 from project.models.backbones import find_head
 from project.models.classifier import ImageClassifier, weight_decay_groups
 
@@ -16,25 +17,6 @@ ALL = "all"
 HEAD = "head"
 # Learning-rate entries of an optimizer group that schedulers set or read.
 LR_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")
-
-
-def read_checkpoint(path: str | Path, argument: str) -> dict[str, Any]:
-    """Loads a checkpoint written by this template, safely (``weights_only=True``).
-
-    ``argument`` names the config key that gave the path, for the error messages.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{argument}: checkpoint {str(path)!r} does not exist; train that model first "
-            "(its checkpoints are under logs/<name>/) or fix the path"
-        )
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ValueError(
-            f"{argument}: {path} is not a Lightning checkpoint of this template (no state_dict)"
-        )
-    return checkpoint
 
 
 def network_state(checkpoint: dict[str, Any], path: str | Path) -> dict[str, torch.Tensor]:

@@ -1,0 +1,245 @@
+"""Checkpoints read as data: tensors, numbers and names, never code.
+
+A Lightning checkpoint records how its model was built as import paths
+(``hyper_parameters.net.class_path: project.models.ConvNet``), and Lightning's
+loaders import and build whatever those name. ``weights_only=True`` does not
+help there: the file holds only strings. So every place in the template that
+reads a checkpoint goes through :func:`read_checkpoint`, and every place that
+builds something from a checkpoint's settings first asks
+:func:`check_import_paths`, which accepts only
+
+- classes under :data:`TRUSTED_PACKAGES`, and
+- classes the user's own config names (the command line passes those).
+
+A refused checkpoint raises :class:`UntrustedCheckpointError` naming the file,
+the key and the import path, before anything is imported.
+
+To load checkpoints of your own package in Python (``load_from_checkpoint``
+builds the network the checkpoint names), trust it first::
+
+    import project.checkpoints
+
+    project.checkpoints.TRUSTED_PACKAGES.add("mypackage")
+
+On the command line nothing needs adding: the classes your config names are
+trusted, and the model is built from the config, not from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import pickle
+import re
+import zipfile
+from argparse import ArgumentError
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import torch
+
+ModuleT = TypeVar("ModuleT")
+
+# Packages whose classes a checkpoint may name: their code is what the template
+# itself runs. A name matches itself and everything under it.
+TRUSTED_PACKAGES: set[str] = {"project", "torch.nn", "torch.optim", "torchvision.models"}
+
+# The functions a checkpoint may name to rebuild its model: LightningCLI's.
+TRUSTED_INSTANTIATORS = frozenset(
+    {"lightning.pytorch.cli.instantiate_module", "pytorch_lightning.cli.instantiate_module"}
+)
+
+# Parts of a checkpoint that Lightning turns into objects; the rest is tensors and numbers.
+SETTINGS_KEYS = ("hyper_parameters", "datamodule_hyper_parameters")
+
+# What torch.load raises for a file that is no checkpoint, or one that holds code.
+_UNREADABLE = (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message is one line naming the file."""
+
+
+class UntrustedCheckpointError(CheckpointError):
+    """A checkpoint names code outside the trusted packages and the user's config."""
+
+
+def read_checkpoint(
+    source: str | Path | IO[bytes],
+    key: str = "checkpoint",
+    mmap: bool = False,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """Loads a Lightning checkpoint with ``weights_only=True`` and checks its shape.
+
+    Args:
+        source: A ``.ckpt`` file, or an open binary file.
+        key: The config key or argument that gave the file, for the messages.
+        mmap: Map the tensors instead of reading them (for a check before
+            Lightning loads the same file; local files only).
+        name: What to call a stream in the messages (its ``name`` by default).
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        CheckpointError: The file is no checkpoint, holds pickled code, has no
+            ``state_dict``, or has settings that are not a mapping.
+    """
+    if name is None:
+        name = str(source) if isinstance(source, (str, Path)) else getattr(source, "name", "stream")
+    if isinstance(source, (str, Path)) and not Path(source).is_file():
+        raise FileNotFoundError(
+            f"{key}: checkpoint {str(source)!r} does not exist; train that model first "
+            "(its checkpoints are under logs/<name>/) or fix the path"
+        )
+    try:
+        checkpoint = torch.load(source, map_location="cpu", weights_only=True, mmap=mmap)
+    except _UNREADABLE as error:
+        message = f"{key}: {name} is not a checkpoint that loads safely: {_unreadable(error)}"
+        raise CheckpointError(message) from error
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{key}: {name} is not a Lightning checkpoint (no state_dict)")
+    for part in SETTINGS_KEYS:
+        if not isinstance(checkpoint.get(part, {}), dict):
+            kind = type(checkpoint[part]).__name__
+            raise CheckpointError(f"{key}: {name} has {part} of type {kind}, not a mapping")
+    return checkpoint
+
+
+def _unreadable(error: BaseException) -> str:
+    """Why torch.load refused a file, in a few words (not torch's advice to load it unsafely)."""
+    text = str(error).strip() or type(error).__name__
+    refused = re.search(r"WeightsUnpickler error: (.*?)(?: Please use|$)", text, re.MULTILINE)
+    if refused:
+        return f"it holds pickled objects, not only tensors ({refused[1].rstrip('.')})"
+    return text.splitlines()[0]
+
+
+def check_import_paths(
+    checkpoint: dict[str, Any],
+    source: str | Path,
+    key: str = "checkpoint",
+    config_classes: Iterable[str] = (),
+    skip: Iterable[str] = (),
+) -> None:
+    """Refuses a checkpoint whose settings name code that is not trusted.
+
+    Every ``class_path`` (and Lightning's ``_class_path``) must name a class
+    under :data:`TRUSTED_PACKAGES` or in ``config_classes``; ``_instantiator``
+    must be LightningCLI's. Any other string that reads as an import path of an
+    importable module (``os.system``, a callable given by name) must be under
+    the trusted packages too. Nothing is imported to decide this.
+
+    Args:
+        checkpoint: As returned by :func:`read_checkpoint`.
+        source: The file, for the message.
+        key: The config key or argument that gave the file, for the message.
+        config_classes: Class paths the user's config names.
+        skip: Top-level settings the caller replaces (``load_from_checkpoint``'s
+            keyword arguments), so the checkpoint's values are never used.
+
+    Raises:
+        UntrustedCheckpointError: Naming the file, the key inside it and the path.
+    """
+    allowed = set(config_classes)
+    skipped = set(skip)
+    for part in SETTINGS_KEYS:
+        settings = {k: v for k, v in checkpoint.get(part, {}).items() if k not in skipped}
+        for where, name, value in _named_strings(settings, part):
+            if not _acceptable(name, value, allowed):
+                raise UntrustedCheckpointError(
+                    f"{key}: {source} is refused: {where} names {value!r}, which is neither "
+                    f"in the config nor under the trusted packages {sorted(TRUSTED_PACKAGES)}; "
+                    "nothing was imported (to trust a package, add it to "
+                    "project.checkpoints.TRUSTED_PACKAGES)"
+                )
+
+
+def class_paths(config: Any) -> set[str]:
+    """Every ``class_path`` in a parsed config (dicts and lists, at any depth)."""
+    return {value for _, name, value in _named_strings(config, "") if name == "class_path"}
+
+
+def _named_strings(value: Any, where: str) -> Iterator[tuple[str, str, str]]:
+    """(dotted location, key, string) for every string in nested dicts and lists."""
+    if isinstance(value, dict):
+        for name, item in value.items():
+            inner = f"{where}.{name}" if where else str(name)
+            if isinstance(item, str):
+                yield inner, str(name), item
+            elif name != "class_names":
+                yield from _named_strings(item, inner)
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            if isinstance(item, str):
+                yield f"{where}[{index}]", "", item
+            else:
+                yield from _named_strings(item, f"{where}[{index}]")
+
+
+def _acceptable(name: str, value: str, config_classes: set[str]) -> bool:
+    if name == "_instantiator":
+        return value in TRUSTED_INSTANTIATORS
+    if name in ("class_path", "_class_path"):
+        return value in config_classes or ("." in value and trusted(value))
+    return not _importable(value) or trusted(value) or value in config_classes
+
+
+def trusted(path: str) -> bool:
+    """Whether ``path`` is one of :data:`TRUSTED_PACKAGES` or under one."""
+    return any(path == package or path.startswith(f"{package}.") for package in TRUSTED_PACKAGES)
+
+
+def _importable(value: str) -> bool:
+    """Whether ``value`` reads as an import path whose top module exists (found, not imported)."""
+    parts = value.split(".")
+    if not all(part.isidentifier() for part in parts):
+        return False
+    try:
+        return importlib.util.find_spec(parts[0]) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def load_checked(
+    owner: type,
+    loader: Callable[..., ModuleT],
+    source: str | Path | IO[bytes],
+    hparams_file: str | Path | None,
+    overrides: dict[str, Any],
+    **options: Any,
+) -> ModuleT:
+    """Runs Lightning's ``load_from_checkpoint`` once the checkpoint has passed the checks.
+
+    Args:
+        owner: The LightningModule class being loaded, for the message.
+        loader: Its Lightning ``load_from_checkpoint``.
+        source: A local ``.ckpt`` file or an open binary file.
+        hparams_file: A YAML file of the caller's that replaces the checkpoint's
+            settings (then those are not checked: they are not used).
+        overrides: Keyword arguments that replace single settings.
+        options: ``map_location`` and ``strict``, passed on.
+
+    Raises:
+        CheckpointError: One line naming the file, also when the checkpoint's
+            settings do not build the model.
+    """
+    if isinstance(source, (str, Path)):
+        name: str | Path = source
+        checkpoint = read_checkpoint(source, "checkpoint_path", mmap=True)
+    else:
+        name = str(getattr(source, "name", "stream"))
+        source = io.BytesIO(source.read())
+        checkpoint = read_checkpoint(source, "checkpoint_path", name=name)
+        source.seek(0)
+    if hparams_file is None:
+        check_import_paths(checkpoint, name, "checkpoint_path", skip=overrides)
+    try:
+        return loader(source, hparams_file=hparams_file, weights_only=True, **options, **overrides)
+    except CheckpointError:
+        raise
+    except (ValueError, TypeError, ArgumentError) as error:
+        reason = (str(error).strip() or type(error).__name__).splitlines()[0]
+        raise CheckpointError(
+            f"checkpoint_path: {name} does not build {owner.__name__}: {reason}"
+        ) from error
