@@ -53,7 +53,7 @@ def _is_local(address: object) -> bool:
 
 @pytest.fixture(autouse=True)
 def offline(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory):
-    """Blocks non-loopback connections and gives each test an empty TORCH_HOME."""
+    """Blocks non-loopback connections; gives each test an empty TORCH_HOME and cache folder."""
     real_connect = socket.socket.connect
 
     def guarded_connect(sock: socket.socket, address: object) -> object:
@@ -75,6 +75,8 @@ def offline(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFa
     monkeypatch.setattr(socket.socket, "connect", guarded_connect)
     monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
+    # Remembered file checks (project.data.check) stay inside the test's folders.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache_home")))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
 
 

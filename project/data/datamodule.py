@@ -17,13 +17,12 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 from torchvision.transforms import v2
 
+from project.data.check import FileCheck, check_files
 from project.data.files import (
     DecodedImages,
-    FileCheck,
     ImageDataset,
     ImageFiles,
     ImageStore,
-    check_files,
     match_channels,
     scan_folder,
 )

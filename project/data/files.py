@@ -1,14 +1,13 @@
-"""Images: finding files, decoding them, checking them at setup, and the dataset serving them."""
+"""Images: finding files, decoding them, and the dataset serving them."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as F
 
@@ -219,128 +218,3 @@ class ImageDataset(Dataset):
         if self.return_names:
             return image, self.name(index)
         return image, self.targets[index]
-
-
-# -- the setup-time check --------------------------------------------------------------
-
-
-@dataclass
-class FileCheck:
-    """What decoding every file once at setup found.
-
-    Attributes:
-        readable: Positions (in the checked list) of the files that decoded.
-        unreadable: ``(path, reason)`` of the files that did not.
-        shapes: ``(C, H, W)`` of each readable file, as decoded.
-        sums: Per readable file, the per-channel sum of its pixel values (0-255);
-            empty when the images are kept (they are summed from memory).
-        squares: Per readable file, the per-channel sum of squared pixel values, likewise.
-        images: The decoded images of the readable files, when asked to keep them.
-    """
-
-    readable: list[int]
-    unreadable: list[tuple[str, str]]
-    shapes: list[tuple[int, int, int]]
-    sums: torch.Tensor
-    squares: torch.Tensor
-    images: list[torch.Tensor] | None
-
-
-LEVELS = torch.arange(256, dtype=torch.int64)
-
-
-def pixel_moments(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact per-channel sums of a uint8 ``(C, H, W)`` image's values and of their squares."""
-    if image[0].numel() <= 16384:
-        # Small images: two integer reductions (int32 holds 255**2; sum() gives int64).
-        values = image.reshape(image.shape[0], -1).to(torch.int32)
-        return values.sum(dim=1), (values * values).sum(dim=1)
-    # Large images: a histogram per channel reads the pixels once, with no wide copy.
-    counts = torch.stack([torch.bincount(channel.flatten(), minlength=256) for channel in image])
-    return counts @ LEVELS, counts @ (LEVELS * LEVELS)
-
-
-class _DecodeEach(Dataset):
-    """Decodes one file per item, reporting failures instead of raising them."""
-
-    def __init__(self, paths: Sequence[Path], channels: int, keep: bool, shrink_to: int | None):
-        self.paths = list(paths)
-        self.channels = channels
-        self.keep = keep
-        self.shrink_to = shrink_to
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> tuple:
-        try:
-            image = load_image(self.paths[index], self.channels)
-        except UnreadableImageError as error:
-            return index, error.reason, None, None, None, None
-        # Kept images are summed later in bulk, much faster than one by one.
-        sums, squares = (None, None) if self.keep else pixel_moments(image)
-        shape = tuple(image.shape)
-        if self.keep and self.shrink_to is not None and min(shape[1:]) > self.shrink_to:
-            image = F.resize(image, self.shrink_to, antialias=True)
-        return index, None, shape, sums, squares, image if self.keep else None
-
-
-def _as_list(items: list) -> list:
-    return items
-
-
-def check_files(
-    paths: Sequence[Path],
-    channels: int,
-    num_workers: int = 0,
-    keep_images: bool = False,
-    shrink_to: int | None = None,
-) -> FileCheck:
-    """Decodes every file once, in ``num_workers`` processes, and reports what it found.
-
-    Args:
-        paths: The files.
-        channels: Decode to 1 (grayscale) or 3 (RGB) channels.
-        num_workers: Loader processes that share the decoding (0: this process).
-        keep_images: Return the decoded images too (the in-memory cache).
-        shrink_to: With ``keep_images``, kept images whose shorter side is longer
-            than this are resized to it, so a cache of large photos stays small.
-    """
-    loader = DataLoader(
-        _DecodeEach(paths, channels, keep_images, shrink_to),
-        batch_size=64,
-        num_workers=num_workers if len(paths) > 256 else 0,
-        collate_fn=_as_list,
-    )
-    readable, unreadable, shapes, sums, squares, images = [], [], [], [], [], []
-    threads = torch.get_num_threads()
-    if loader.num_workers == 0:
-        # One image at a time is too little work to split across threads; on a
-        # busy machine their start-up costs 10-50x the work (workers run one too).
-        torch.set_num_threads(1)
-    try:
-        for batch in loader:
-            for index, reason, shape, image_sums, image_squares, image in batch:
-                if reason is not None:
-                    unreadable.append((str(paths[index]), reason))
-                    continue
-                readable.append(index)
-                shapes.append(shape)
-                if image_sums is not None:
-                    sums.append(image_sums)
-                    squares.append(image_squares)
-                if keep_images:
-                    # A copy out of the worker's shared memory: thousands of shared
-                    # tensors would each hold a file descriptor open.
-                    images.append(image.clone() if loader.num_workers else image)
-    finally:
-        torch.set_num_threads(threads)
-    empty = torch.zeros(0, channels, dtype=torch.int64)
-    return FileCheck(
-        readable=readable,
-        unreadable=unreadable,
-        shapes=shapes,
-        sums=torch.stack(sums) if sums else empty,
-        squares=torch.stack(squares) if squares else empty,
-        images=images if keep_images else None,
-    )

@@ -1,0 +1,331 @@
+"""The setup-time check: every file decoded once, in parallel, and remembered until it changes.
+
+Decoding every file when a run starts means a corrupt image is reported at
+once instead of stopping training mid-epoch, and it yields the shapes and the
+pixel sums that the split's normalization statistics need. For a folder of
+tens of thousands of images that takes a while, so the results are kept per
+file (keyed on its path, size and modification time) in
+``$XDG_CACHE_HOME/project/file-checks/`` (``~/.cache/...`` by default): the
+next run decodes only what is new or changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms.v2 import functional as F
+
+from project.data.files import UnreadableImageError, load_image
+
+# Seconds between progress lines while a check runs.
+PROGRESS_EVERY = 5.0
+# Below this many files the check runs in this process: workers cost more to start.
+PARALLEL_FROM = 256
+RECORD_FORMAT = 1
+
+
+@dataclass
+class FileCheck:
+    """What decoding every file once at setup found.
+
+    Attributes:
+        readable: Positions (in the checked list) of the files that decoded.
+        unreadable: ``(path, reason)`` of the files that did not.
+        shapes: ``(C, H, W)`` of each readable file, as decoded.
+        sums: Per readable file, the per-channel sum of its pixel values (0-255);
+            empty when the images are kept (they are summed from memory).
+        squares: Per readable file, the per-channel sum of squared pixel values, likewise.
+        images: The decoded images of the readable files, when asked to keep them.
+    """
+
+    readable: list[int]
+    unreadable: list[tuple[str, str]]
+    shapes: list[tuple[int, int, int]]
+    sums: torch.Tensor
+    squares: torch.Tensor
+    images: list[torch.Tensor] | None
+
+
+LEVELS = torch.arange(256, dtype=torch.int64)
+
+
+def pixel_moments(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact per-channel sums of a uint8 ``(C, H, W)`` image's values and of their squares."""
+    if image[0].numel() <= 16384:
+        # Small images: two integer reductions (int32 holds 255**2; sum() gives int64).
+        values = image.reshape(image.shape[0], -1).to(torch.int32)
+        return values.sum(dim=1), (values * values).sum(dim=1)
+    # Large images: a histogram per channel reads the pixels once, with no wide copy.
+    counts = torch.stack([torch.bincount(channel.flatten(), minlength=256) for channel in image])
+    return counts @ LEVELS, counts @ (LEVELS * LEVELS)
+
+
+class _DecodeEach(Dataset):
+    """Decodes one file per item, reporting failures instead of raising them.
+
+    Items hold numbers and numpy arrays, never tensors: a tensor handed back by a
+    worker process travels as an open file descriptor, and thousands of them
+    held at once exceed the usual limit of 1,024 ("received 0 items of ancdata").
+    """
+
+    def __init__(self, paths: Sequence[Path], channels: int, keep: bool, shrink_to: int | None):
+        self.paths = list(paths)
+        self.channels = channels
+        self.keep = keep
+        self.shrink_to = shrink_to
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple:
+        try:
+            image = load_image(self.paths[index], self.channels)
+        except UnreadableImageError as error:
+            return index, error.reason, None, None, None, None
+        shape = tuple(image.shape)
+        if not self.keep:
+            sums, squares = pixel_moments(image)
+            return index, None, shape, sums.tolist(), squares.tolist(), None
+        # Kept images are summed later in bulk, much faster than one by one.
+        if self.shrink_to is not None and min(shape[1:]) > self.shrink_to:
+            image = F.resize(image, self.shrink_to, antialias=True)
+        return index, None, shape, None, None, image.numpy()
+
+
+def _as_list(items: list) -> list:
+    return items
+
+
+def check_files(
+    paths: Sequence[Path],
+    channels: int,
+    num_workers: int = 0,
+    keep_images: bool = False,
+    shrink_to: int | None = None,
+    remember: bool = True,
+) -> FileCheck:
+    """Decodes every file once, in ``num_workers`` processes, and reports what it found.
+
+    Args:
+        paths: The files.
+        channels: Decode to 1 (grayscale) or 3 (RGB) channels.
+        num_workers: Loader processes that share the decoding (0: this process).
+        keep_images: Return the decoded images too (the in-memory cache); such a
+            check decodes every file and is not remembered.
+        shrink_to: With ``keep_images``, kept images whose shorter side is longer
+            than this are resized to it, so a cache of large photos stays small.
+        remember: Reuse and update the results of earlier checks of the same
+            files (see the module's docstring).
+    """
+    if keep_images or not remember:
+        return _decode(paths, channels, num_workers, keep_images, shrink_to)
+    record = _Record(paths, channels)
+    todo = record.unchecked()
+    if todo:
+        checked = [paths[i] for i in todo]
+        fresh = _decode(checked, channels, num_workers, False, None)
+        record.update(todo, fresh, [str(path) for path in checked])
+        record.save()
+    elif paths:
+        rank_zero_info(
+            f"File check: {len(paths):,} files unchanged since they were last checked "
+            f"(delete {record.path} to check them again)"
+        )
+    return record.result()
+
+
+def _decode(
+    paths: Sequence[Path], channels: int, num_workers: int, keep: bool, shrink_to: int | None
+) -> FileCheck:
+    loader = DataLoader(
+        _DecodeEach(paths, channels, keep, shrink_to),
+        batch_size=64,
+        num_workers=num_workers if len(paths) > PARALLEL_FROM else 0,
+        collate_fn=_as_list,
+    )
+    readable, unreadable, shapes, sums, squares, images = [], [], [], [], [], []
+    threads = torch.get_num_threads()
+    if loader.num_workers == 0:
+        # One image at a time is too little work to split across threads; on a
+        # busy machine their start-up costs 10-50x the work (workers run one too).
+        torch.set_num_threads(1)
+    progress = _Progress(len(paths), loader.num_workers)
+    try:
+        for batch in loader:
+            for index, reason, shape, image_sums, image_squares, image in batch:
+                if reason is not None:
+                    unreadable.append((str(paths[index]), reason))
+                    continue
+                readable.append(index)
+                shapes.append(shape)
+                if image_sums is not None:
+                    sums.append(image_sums)
+                    squares.append(image_squares)
+                if keep:
+                    images.append(torch.from_numpy(image))
+            progress.advance(len(batch))
+    finally:
+        torch.set_num_threads(threads)
+    progress.finish()
+    return FileCheck(
+        readable=readable,
+        unreadable=unreadable,
+        shapes=shapes,
+        sums=torch.tensor(sums, dtype=torch.int64).reshape(-1, channels),
+        squares=torch.tensor(squares, dtype=torch.int64).reshape(-1, channels),
+        images=images if keep else None,
+    )
+
+
+class _Progress:
+    """A line every few seconds while a long check runs, and one at its end."""
+
+    def __init__(self, total: int, workers: int) -> None:
+        self.total, self.workers = total, workers
+        self.done = 0
+        self.start = self.last = time.monotonic()
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_EVERY:
+            self.last = now
+            rate = self.done / (now - self.start)
+            left = (self.total - self.done) / rate if rate else float("nan")
+            rank_zero_info(
+                f"File check: {self.done:,} of {self.total:,} files decoded "
+                f"({rate:,.0f}/s, about {left:.0f} s left)"
+            )
+
+    def finish(self) -> None:
+        seconds = time.monotonic() - self.start
+        if seconds >= PROGRESS_EVERY:
+            rank_zero_info(
+                f"File check: {self.total:,} files decoded in {seconds:.0f} s with "
+                f"{self.workers} worker processes; unchanged files are not decoded again"
+            )
+
+
+def record_folder() -> Path:
+    """Where checks are remembered: ``$XDG_CACHE_HOME/project/file-checks``."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "project" / "file-checks"
+
+
+class _Record:
+    """The remembered check of one set of files: one row per file, matched on path, size, mtime."""
+
+    def __init__(self, paths: Sequence[Path], channels: int) -> None:
+        self.given = [str(p) for p in paths]
+        self.paths = [os.path.abspath(p) for p in paths]
+        self.channels = channels
+        self.stats = torch.tensor([_stat(p) for p in self.paths], dtype=torch.int64).reshape(-1, 2)
+        count = len(self.paths)
+        self.shapes = torch.zeros(count, 3, dtype=torch.int64)
+        self.sums = torch.zeros(count, channels, dtype=torch.int64)
+        self.squares = torch.zeros(count, channels, dtype=torch.int64)
+        self.reasons: dict[int, str] = {}
+        self.known = torch.zeros(count, dtype=torch.bool)
+        common = os.path.commonpath(self.paths) if self.paths else ""
+        key = hashlib.sha1(f"{common}\0{channels}".encode()).hexdigest()[:20]
+        self.path = record_folder() / f"{key}.pt"
+        self._load()
+
+    def _load(self) -> None:
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception:  # none yet, or damaged (any unpickling error): check everything
+            return
+        if not isinstance(saved, dict) or saved.get("format") != RECORD_FORMAT:
+            return
+        try:
+            self._adopt(saved)
+        except (KeyError, TypeError, IndexError, RuntimeError):
+            # A damaged record: check everything again.
+            self.known = torch.zeros(len(self.paths), dtype=torch.bool)
+            self.reasons = {}
+
+    def _adopt(self, saved: dict) -> None:
+        """Takes the saved rows of the files whose size and modification time are unchanged."""
+        rows = {path: row for row, path in enumerate(saved["paths"])}
+        found = torch.tensor([rows.get(path, -1) for path in self.paths], dtype=torch.int64)
+        present = found >= 0
+        same = torch.zeros_like(present)
+        same[present] = (saved["stats"][found[present]] == self.stats[present]).all(dim=1)
+        rows_used = found[same]
+        self.known = same
+        self.shapes[same] = saved["shapes"][rows_used]
+        self.sums[same] = saved["sums"][rows_used]
+        self.squares[same] = saved["squares"][rows_used]
+        reasons = saved["reasons"]
+        positions = torch.nonzero(same).flatten().tolist()
+        for index, row in zip(positions, rows_used.tolist(), strict=True):
+            if row in reasons:
+                self.reasons[index] = reasons[row]
+
+    def unchecked(self) -> list[int]:
+        return torch.nonzero(~self.known).flatten().tolist()
+
+    def update(self, positions: list[int], fresh: FileCheck, checked: list[str]) -> None:
+        """Takes in the check of the files at ``positions`` (``checked``: their paths as given)."""
+        reasons = dict(fresh.unreadable)
+        if fresh.readable:
+            rows = torch.tensor([positions[local] for local in fresh.readable])
+            self.shapes[rows] = torch.tensor(fresh.shapes, dtype=torch.int64)
+            self.sums[rows] = fresh.sums
+            self.squares[rows] = fresh.squares
+        for local, index in enumerate(positions):
+            self.known[index] = True
+            if checked[local] in reasons:
+                self.reasons[index] = reasons[checked[local]]
+
+    def result(self) -> FileCheck:
+        readable = [i for i in range(len(self.paths)) if i not in self.reasons]
+        return FileCheck(
+            readable=readable,
+            unreadable=[(self.given[i], self.reasons[i]) for i in sorted(self.reasons)],
+            shapes=[tuple(shape) for shape in self.shapes[readable].tolist()],
+            sums=self.sums[readable],
+            squares=self.squares[readable],
+            images=None,
+        )
+
+    def save(self) -> None:
+        """Writes the record beside its final place, then renames it there (one step)."""
+        saved = {
+            "format": RECORD_FORMAT,
+            "channels": self.channels,
+            "paths": self.paths,
+            "stats": self.stats,
+            "shapes": self.shapes,
+            "sums": self.sums,
+            "squares": self.squares,
+            "reasons": self.reasons,
+        }
+        temporary = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(saved, temporary)
+            os.replace(temporary, self.path)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+            rank_zero_info(f"File check not remembered ({self.path}: {error.strerror or error})")
+
+
+def _stat(path: str) -> tuple[int, int]:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return (-1, -1)  # gone: never matches, so the check reports it
+    return (info.st_size, info.st_mtime_ns)
