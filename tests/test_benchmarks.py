@@ -20,7 +20,14 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks import __main__ as runner
-from benchmarks import cpu_presets, gpu_throughput, overhead, startup, time_to_accuracy
+from benchmarks import (
+    cpu_presets,
+    gpu_throughput,
+    large_folder,
+    overhead,
+    startup,
+    time_to_accuracy,
+)
 from benchmarks.harness import Report, Row, format_report
 
 
@@ -133,6 +140,18 @@ def test_cpu_presets_lists_the_presets_that_run_here():
     names = cpu_presets.cpu_presets()
     assert {"ema", "compile", "ddp-cpu", "bf16-mixed-cpu"} <= set(names)
     assert not {"gpu", "ddp", "fsdp", "16-mixed", "overfit"} & set(names)
+
+
+def test_large_folder_measures_every_side(tmp_path: Path, capsys: pytest.CaptureFixture):
+    # In this process and at toy size; the script runs each side in a process of its own.
+    folder = large_folder.write_folder(tmp_path / "images", 140, workers=1)
+    assert len(list((folder / "train").rglob("*.png"))) == 120
+    assert len(list((folder / "test").rglob("*.png"))) == 20
+    results = {side: large_folder.run_side(side, folder, 0, 2) for side in large_folder.SIDES}
+    assert results["template-cache"]["cache_bytes_per_image"] == 28 * 28
+    rows = large_folder.rows_from(results, 140, 0)
+    report = format_report(Report(rows, {}))
+    assert_table(rows, report, "large folder", 8)
 
 
 def test_runner_knows_every_script():

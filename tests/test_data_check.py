@@ -42,6 +42,11 @@ for cache in (False, True):
     seen += sum(len(images) for images, _ in data.val_dataloader())
     seen += sum(len(images) for images, _ in data.test_dataloader())
     print(f"cache={cache} images={seen}", flush=True)
+
+data = ImageFolderDataModule(root=sys.argv[1], num_workers=2, predict_root=sys.argv[1])
+data.setup("predict")
+named = sum(len(names) for _, names in data.predict_dataloader())
+print(f"predicted={named}", flush=True)
 """
 
 
@@ -60,6 +65,7 @@ def test_a_folder_of_thousands_sets_up_and_loads_at_an_open_file_limit_of_1024(t
     assert done.returncode == 0, done.stderr[-3000:]
     assert "cache=False images=3000" in done.stdout
     assert "cache=True images=3000" in done.stdout
+    assert "predicted=3000" in done.stdout
 
 
 def test_a_second_check_decodes_only_new_or_changed_files(

@@ -31,7 +31,7 @@ from project.data.files import UnreadableImageError, load_image
 PROGRESS_EVERY = 5.0
 # Below this many files the check runs in this process: workers cost more to start.
 PARALLEL_FROM = 256
-RECORD_FORMAT = 1
+RECORD_FORMAT = 2
 
 
 @dataclass
@@ -236,7 +236,8 @@ class _Record:
         self.squares = torch.zeros(count, channels, dtype=torch.int64)
         self.reasons: dict[int, str] = {}
         self.known = torch.zeros(count, dtype=torch.bool)
-        common = os.path.commonpath(self.paths) if self.paths else ""
+        # The common folder of all paths is that of the first and last in sort order.
+        common = os.path.commonpath([min(self.paths), max(self.paths)]) if self.paths else ""
         key = hashlib.sha1(f"{common}\0{channels}".encode()).hexdigest()[:20]
         self.path = record_folder() / f"{key}.pt"
         self._load()
@@ -257,7 +258,7 @@ class _Record:
 
     def _adopt(self, saved: dict) -> None:
         """Takes the saved rows of the files whose size and modification time are unchanged."""
-        rows = {path: row for row, path in enumerate(saved["paths"])}
+        rows = {path: row for row, path in enumerate(saved["paths"].split("\0"))}
         found = torch.tensor([rows.get(path, -1) for path in self.paths], dtype=torch.int64)
         present = found >= 0
         same = torch.zeros_like(present)
@@ -305,7 +306,8 @@ class _Record:
         saved = {
             "format": RECORD_FORMAT,
             "channels": self.channels,
-            "paths": self.paths,
+            # One string: unpickling 70,000 separate ones with weights_only takes a second.
+            "paths": "\0".join(self.paths),
             "stats": self.stats,
             "shapes": self.shapes,
             "sums": self.sums,

@@ -136,8 +136,9 @@ class ImageDataModule(L.LightningDataModule):
             shared with the worker processes. With ``image_size`` set, larger images
             are kept with their shorter side at ``resize_size``.
         check_files: Decode every file at setup, so unreadable ones are reported
-            before training instead of failing mid-epoch. Turn off only for large
-            datasets known to be clean.
+            before training instead of failing mid-epoch. Each file's result is
+            remembered (``project.data.check``): later runs decode only new or
+            changed files. Turn off only for large datasets known to be clean.
         strict: Stop at setup with the full list of unusable files or CSV rows,
             instead of skipping them with one warning.
         sampler: ``random`` shuffles; ``balanced`` draws training images with
