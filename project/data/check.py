@@ -212,7 +212,8 @@ class _Progress:
         if seconds >= PROGRESS_EVERY:
             rank_zero_info(
                 f"File check: {self.total:,} files decoded in {seconds:.0f} s with "
-                f"{self.workers} worker processes; unchanged files are not decoded again"
+                f"{self.workers} worker process{'' if self.workers == 1 else 'es'}; "
+                "unchanged files are not decoded again"
             )
 
 
