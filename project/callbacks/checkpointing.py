@@ -6,6 +6,7 @@ The CLI installs all of this for ``fit``; in your own ``Trainer`` add
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import secrets
@@ -60,17 +61,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         target = Path(path)
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
-        temporary = target.parent / f".{target.name}.{secrets.token_hex(4)}.partial"
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            with os.fdopen(descriptor, "wb") as file:
-                file.write(buffer.getbuffer())
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, target)
+            write_atomically(buffer.getbuffer(), target)
         except OSError as error:
-            temporary.unlink(missing_ok=True)
             raise CheckpointWriteError(
                 error.errno,
                 f"could not write checkpoint {target} ({_size(buffer.getbuffer().nbytes)}, "
@@ -78,7 +71,32 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 "Any earlier file at that path is unchanged; free space there or point "
                 "the ModelCheckpoint's dirpath (or the logger's save_dir) at another disk",
             ) from error
-        _sync_folder(target.parent)
+
+
+def write_atomically(data: bytes | memoryview, target: Path) -> None:
+    """Writes ``data`` beside ``target``, flushes it to disk and renames it over ``target``.
+
+    After a full disk, a crash or a kill, ``target`` holds the old bytes or the
+    new ones, never a torn file.
+
+    Raises:
+        OSError: The write failed; any earlier file at ``target`` is unchanged.
+    """
+    temporary = target.parent / f".{target.name}.{secrets.token_hex(4)}.partial"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, target)
+    except OSError:
+        # The folder itself may be what failed (a file in its place).
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        raise
+    _sync_folder(target.parent)
 
 
 def _sync_folder(folder: Path) -> None:

@@ -11,10 +11,9 @@ next run decodes only what is new or changed.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
+import io
 import os
-import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as F
 
+from project.callbacks.checkpointing import write_atomically
 from project.data.files import UnreadableImageError, load_image
 
 # Seconds between progress lines while a check runs.
@@ -303,7 +303,7 @@ class _Record:
         )
 
     def save(self) -> None:
-        """Writes the record beside its final place, then renames it there (one step)."""
+        """Writes the record in one step (a crash leaves the old one or the new one)."""
         saved = {
             "format": RECORD_FORMAT,
             "channels": self.channels,
@@ -315,14 +315,11 @@ class _Record:
             "squares": self.squares,
             "reasons": self.reasons,
         }
-        temporary = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}")
+        buffer = io.BytesIO()
+        torch.save(saved, buffer)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(saved, temporary)
-            os.replace(temporary, self.path)
+            write_atomically(buffer.getbuffer(), self.path)
         except OSError as error:
-            with contextlib.suppress(OSError):
-                temporary.unlink(missing_ok=True)
             rank_zero_info(f"File check not remembered ({self.path}: {error.strerror or error})")
 
 
