@@ -100,6 +100,24 @@ def test_a_second_check_decodes_only_new_or_changed_files(
     assert len(list(record_folder().glob("*.pt"))) == 2
 
 
+def test_checking_part_of_a_folder_keeps_what_is_remembered_of_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    paths = write_tiny_folder(tmp_path, 40)
+    check_files(paths, channels=1)
+    # A run on two classes (data.classes) after one of their files changed.
+    write_png(torch.zeros(1, 6, 6, dtype=torch.uint8), str(paths[3]))
+    os.utime(paths[3], ns=(2, 2))
+    subset = [p for p in paths if p.parent.name in ("c3", "c5")]
+    decoded = []
+    real = check.load_image
+    monkeypatch.setattr(check, "load_image", lambda path, c: decoded.append(path) or real(path, c))
+    check_files(subset, channels=1)
+    assert decoded == [paths[3]]
+    check_files(paths, channels=1)
+    assert decoded == [paths[3]], "the other classes are still remembered"
+
+
 def test_a_damaged_record_means_checking_again(tmp_path: Path):
     paths = write_tiny_folder(tmp_path, 12)
     first = check_files(paths, channels=1)

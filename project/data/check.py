@@ -32,6 +32,8 @@ PROGRESS_EVERY = 5.0
 # Below this many files the check runs in this process: workers cost more to start.
 PARALLEL_FROM = 256
 RECORD_FORMAT = 2
+# The record's tensors: one row per file.
+COLUMNS = ("stats", "shapes", "sums", "squares")
 
 
 @dataclass
@@ -237,6 +239,7 @@ class _Record:
         self.squares = torch.zeros(count, channels, dtype=torch.int64)
         self.reasons: dict[int, str] = {}
         self.known = torch.zeros(count, dtype=torch.bool)
+        self.others = self._no_others()
         # The common folder of all paths is that of the first and last in sort order.
         common = os.path.commonpath([min(self.paths), max(self.paths)]) if self.paths else ""
         key = hashlib.sha1(f"{common}\0{channels}".encode()).hexdigest()[:20]
@@ -253,14 +256,29 @@ class _Record:
         try:
             self._adopt(saved)
         except (KeyError, TypeError, IndexError, RuntimeError):
-            # A damaged record: check everything again.
+            # A damaged record: check everything again, and write a new one.
             self.known = torch.zeros(len(self.paths), dtype=torch.bool)
             self.reasons = {}
+            self.others = self._no_others()
+
+    def _no_others(self) -> dict:
+        """Saved rows of files not in this set (none yet); kept when the record is written."""
+        return {**{key: getattr(self, key)[:0] for key in COLUMNS}, "paths": [], "reasons": {}}
 
     def _adopt(self, saved: dict) -> None:
         """Takes the saved rows of the files whose size and modification time are unchanged."""
-        rows = {path: row for row, path in enumerate(saved["paths"].split("\0"))}
+        saved_paths = saved["paths"].split("\0")
+        rows = {path: row for row, path in enumerate(saved_paths)}
         found = torch.tensor([rows.get(path, -1) for path in self.paths], dtype=torch.int64)
+        # Rows of other files under the same folder (another class subset, a sample)
+        # stay in the record, so checking these files does not forget those.
+        current = set(self.paths)
+        others = [row for row, path in enumerate(saved_paths) if path not in current]
+        self.others = {key: saved[key][others] for key in COLUMNS}
+        self.others["paths"] = [saved_paths[row] for row in others]
+        self.others["reasons"] = {
+            at: saved["reasons"][row] for at, row in enumerate(others) if row in saved["reasons"]
+        }
         present = found >= 0
         same = torch.zeros_like(present)
         same[present] = (saved["stats"][found[present]] == self.stats[present]).all(dim=1)
@@ -304,16 +322,15 @@ class _Record:
 
     def save(self) -> None:
         """Writes the record in one step (a crash leaves the old one or the new one)."""
+        others = self.others
+        count = len(self.paths)
         saved = {
             "format": RECORD_FORMAT,
             "channels": self.channels,
             # One string: unpickling 70,000 separate ones with weights_only takes a second.
-            "paths": "\0".join(self.paths),
-            "stats": self.stats,
-            "shapes": self.shapes,
-            "sums": self.sums,
-            "squares": self.squares,
-            "reasons": self.reasons,
+            "paths": "\0".join([*self.paths, *others["paths"]]),
+            **{key: torch.cat([getattr(self, key), others[key]]) for key in COLUMNS},
+            "reasons": {**self.reasons, **{count + at: r for at, r in others["reasons"].items()}},
         }
         buffer = io.BytesIO()
         torch.save(saved, buffer)
