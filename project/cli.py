@@ -226,7 +226,8 @@ class ProjectCLI(LightningCLI):
             config["ckpt_path"] = str(last)
             self._check_checkpoint(config["ckpt_path"])
             return
-        state = read_checkpoint(last, "ckpt_path")
+        # Only its callbacks are read: mapped, the tensors are never loaded.
+        state = read_checkpoint(last, "ckpt_path", mmap=True)
         callbacks = state.get("callbacks")
         best = next(
             (

@@ -68,5 +68,6 @@ def test_config_runs_fast(name: str, workdir: Path):
         loaded = type(cli.model).load_from_checkpoint(last)
         assert type(loaded.net) is type(cli.model.net)
         assert loaded.class_names == cli.model.class_names
+        state = loaded.state_dict()
         for key, value in cli.model.state_dict().items():
-            assert torch.equal(loaded.state_dict()[key], value), f"{name}: {key}"
+            assert torch.equal(state[key], value), f"{name}: {key}"
