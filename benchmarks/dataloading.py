@@ -82,6 +82,7 @@ def project_loader(root: Path, case: str, batch_size: int, workers: int):
     from torchvision.transforms import v2
 
     from project.data import ImageFolderDataModule
+    from project.models.inputs import InputNormalization
 
     if case == "photos":
         augment = [v2.RandomResizedCrop(224, antialias=True), v2.RandomHorizontalFlip()]
@@ -102,8 +103,11 @@ def project_loader(root: Path, case: str, batch_size: int, workers: int):
     setup_seconds = time.perf_counter() - started
     loader = datamodule.train_dataloader()
 
+    # The model's own first step: uint8 to standardized float.
+    normalize = InputNormalization(datamodule.channels, *datamodule.training_statistics())
+
     def convert(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        return datamodule.on_after_batch_transfer(batch, 0)[0]
+        return normalize(datamodule.on_after_batch_transfer(batch, 0)[0])
 
     return loader, convert, setup_seconds, datamodule
 
@@ -140,7 +144,7 @@ def measure(
             )
             # The same normalization on both sides, so both do the same arithmetic.
             naive, identity = naive_loader(
-                root, case, batch_size, workers, datamodule.mean, datamodule.std
+                root, case, batch_size, workers, *datamodule.training_statistics()
             )
             results = alternate(
                 {

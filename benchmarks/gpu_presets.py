@@ -114,7 +114,7 @@ def normalize(images: Tensor) -> Tensor:
 
 
 class SyntheticData(L.LightningDataModule):
-    """Synthetic training batches, normalised after the transfer like ImageDataModule's."""
+    """Synthetic uint8 training batches; the model standardizes them, as the template's does."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__()
@@ -124,10 +124,6 @@ class SyntheticData(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.dataset, batch_size=None, pin_memory=torch.cuda.is_available())
-
-    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple:
-        images, targets = batch
-        return normalize(images), targets
 
 
 def synchronize(device: str) -> None:
@@ -182,7 +178,9 @@ def run_lightning(name: str, settings: Settings) -> Result:
     """Trains one variant through ImageClassifier and the Trainer; returns its figures."""
     variant = VARIANTS[name]
     torch.manual_seed(0)
-    model = ImageClassifier(net=resnet18(), num_classes=1000, optimizer=sgd)
+    model = ImageClassifier(
+        net=resnet18(), num_classes=1000, optimizer=sgd, mean=IMAGENET_MEAN, std=IMAGENET_STD
+    )
     clock = StepClock(settings)
     callbacks: list[Callback] = [clock]
     if variant.channels_last:

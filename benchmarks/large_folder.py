@@ -124,6 +124,7 @@ def run_side(side: str, folder: Path, workers: int, epochs: int) -> dict:
             return batch[0]
     else:
         from project.data import ImageFolderDataModule
+        from project.models.inputs import InputNormalization
 
         data = ImageFolderDataModule(
             root=str(folder),
@@ -141,8 +142,11 @@ def run_side(side: str, folder: Path, workers: int, epochs: int) -> dict:
         if side == "template-cache":
             extra["cache_bytes_per_image"] = store.images.nbytes / len(store)
 
+        # The model's own first step: uint8 to standardized float.
+        normalize = InputNormalization(data.channels, *data.training_statistics())
+
         def convert(batch):
-            return data.on_after_batch_transfer(batch, 0)[0]
+            return normalize(data.on_after_batch_transfer(batch, 0)[0])
 
     rates = _epochs(loader, convert, epochs)
     del loader

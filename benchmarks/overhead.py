@@ -104,6 +104,9 @@ def template_run(
     cli.trainer.callbacks[:] = [
         c for c in cli.trainer.callbacks if not isinstance(c, TrainingImageGrid)
     ]
+    # The batches are standardized already, as the plain loop's are: the model's own
+    # standardization (the same two operations per batch) is left to do nothing.
+    cli.model.set_input_statistics([0.0], [1.0])
     clock = EpochClock()
     cli.trainer.callbacks.append(clock)
     start = time.perf_counter()

@@ -243,3 +243,25 @@ def load_checked(
         raise CheckpointError(
             f"checkpoint_path: {name} does not build {owner.__name__}: {reason}"
         ) from error
+
+
+def network_difference(
+    theirs: dict[str, tuple[int, ...]], ours: dict[str, tuple[int, ...]], saved: Any, built: Any
+) -> str:
+    """The first difference between two networks' parameter shapes, and their settings."""
+    settings = ""
+    if isinstance(saved, dict) and isinstance(built, dict):
+        old, new = saved.get("init_args", {}), built.get("init_args", {})
+        changed = [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+        if saved.get("class_path") != built.get("class_path"):
+            settings = f"{saved.get('class_path')} there, {built.get('class_path')} here; "
+        elif changed:
+            settings = "".join(f"{k} {old.get(k)} there, {new.get(k)} here; " for k in changed)
+    shared = [k for k in ours if k in theirs and ours[k] != theirs[k]]
+    if shared:
+        key = shared[0]
+        return f"{settings}{key} is {list(theirs[key])} there, {list(ours[key])} here"
+    missing, extra = sorted(ours.keys() - theirs.keys()), sorted(theirs.keys() - ours.keys())
+    if missing:
+        return f"{settings}it lacks {len(missing)} of this network's tensors ({missing[0]}, ...)"
+    return f"{settings}it has {len(extra)} tensors this network lacks ({extra[0]}, ...)"

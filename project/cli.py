@@ -23,6 +23,7 @@ from project.callbacks import (
     SaveOnInterrupt,
 )
 from project.callbacks.checkpointing import check_writable, claim_log_versions
+from project.callbacks.linking import LinkDataToModel
 from project.callbacks.progress import progress_bar_for
 from project.checkpoints import CheckpointError, check_import_paths, class_paths, read_checkpoint
 from project.data import ImageDataModule
@@ -157,9 +158,8 @@ class ProjectCLI(LightningCLI):
         # told, so no config writes these numbers.
         for target in ("model.init_args.num_classes", "model.init_args.net.init_args.num_classes"):
             parser.link_arguments("data.num_classes", target, apply_on="instantiate")
-        parser.link_arguments(
-            "data.channels", "model.init_args.net.init_args.in_channels", apply_on="instantiate"
-        )
+        for target in ("model.init_args.channels", "model.init_args.net.init_args.in_channels"):
+            parser.link_arguments("data.channels", target, apply_on="instantiate")
         parser.link_arguments(
             "data.class_names", "model.init_args.class_names", apply_on="instantiate"
         )
@@ -193,19 +193,27 @@ class ProjectCLI(LightningCLI):
                 raise original from None
             where = f"{owner}: " if owner else ""
             self.parser.error(f"{where}{original}")
+        # Pretrained weights were trained at a size: the data crops to it unless told otherwise.
+        sizes = getattr(self.model, "input_preprocessing", None)
+        if sizes and hasattr(self.datamodule, "use_input_size"):
+            self.datamodule.use_input_size(sizes.get("crop_size"), sizes.get("resize_size"))
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """Adds the progress display that suits the output: Rich in a terminal, plain lines in logs.
+        """Adds :class:`LinkDataToModel` and the progress display that suits the output.
 
-        A progress bar the config names itself, or ``enable_progress_bar: false``,
-        is left alone.
+        The display is Rich in a terminal, plain lines in logs; a progress bar the
+        config names itself, or ``enable_progress_bar: false``, is left alone.
         """
         config = self._get(self.config_init, "trainer", default={})
         callbacks = kwargs.get("callbacks", config.get("callbacks")) or []
         callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
+        if not any(isinstance(c, LinkDataToModel) for c in callbacks):
+            # First: callbacks that copy the model at setup (EMA) copy its statistics.
+            callbacks.insert(0, LinkDataToModel())
         wanted = {**config, **kwargs}.get("enable_progress_bar") is not False
         if wanted and not any(isinstance(c, ProgressBar) for c in callbacks):
-            kwargs["callbacks"] = [*callbacks, progress_bar_for()]
+            callbacks.append(progress_bar_for())
+        kwargs["callbacks"] = callbacks
         return super().instantiate_trainer(**kwargs)
 
     # -- checkpoints from earlier runs -------------------------------------------------

@@ -198,8 +198,8 @@ def write_template_checkpoint(
     """A checkpoint shaped like those ``python -m project fit`` writes, with random weights.
 
     It holds what the models read from a checkpoint: the network's weights
-    (``net.*``), the hyperparameters that describe the network, and the data's
-    normalization (the datamodule's saved state).
+    (``net.*``), the input statistics (``normalize.*``) and the hyperparameters
+    that describe the network.
     """
     import torch
 
@@ -210,7 +210,8 @@ def write_template_checkpoint(
     init_args.update(num_classes=len(class_names), in_channels=len(mean))
     config = {"class_path": net["class_path"], "init_args": init_args}
     torch.manual_seed(0)
-    module = ImageClassifier(rebuild_network(config, str(path)), len(class_names))
+    net_module = rebuild_network(config, str(path))
+    module = ImageClassifier(net_module, len(class_names), mean=mean, std=std)
     path.parent.mkdir(parents=True, exist_ok=True)
     checkpoint = {
         "state_dict": module.state_dict(),
@@ -220,7 +221,6 @@ def write_template_checkpoint(
             "num_classes": len(class_names),
             "class_names": class_names,
         },
-        "DigitsDataModule": {"class_names": class_names, "mean": mean, "std": std},
     }
     torch.save(checkpoint, path)
     return path

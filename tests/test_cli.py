@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,13 @@ def test_class_count_and_channels_come_from_the_data(workdir: Path):
     assert model.class_names == ["3", "5", "8"]
     assert model.net.classifier.out_features == 3
     assert model.net.features[0].in_channels == 1
-    assert not any("num_classes" in line for line in Path("configs/default.yaml").read_text())
+    assert model.normalize.channels == 1
+    # No config types these facts into the model: they come from the data alone.
+    configs = sorted(Path("configs").rglob("*.yaml"))
+    assert len(configs) > 40
+    for path in configs:
+        model = yaml.safe_dump((yaml.safe_load(path.read_text()) or {}).get("model", {}))
+        assert not re.search(r"\b(num_classes|in_channels|channels|class_names):", model), path
 
 
 def test_main_without_run_builds_what_fit_gets_from_the_same_yaml(workdir: Path):

@@ -15,6 +15,7 @@ from torchvision.transforms import v2
 
 from project.data import ImageFolderDataModule
 from project.data.files import DecodedImages, load_image
+from project.models.inputs import InputNormalization
 
 CLASSES = ("cat", "dog", "bird")
 
@@ -162,13 +163,15 @@ def test_mixing_gives_soft_targets_on_training_batches_only(square_tree: Path):
     images = torch.randint(0, 256, (8, 3, 24, 24), dtype=torch.uint8)
     targets = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
     datamodule.trainer = SimpleNamespace(training=True, world_size=1)
-    _, soft = datamodule.on_after_batch_transfer((images, targets), 0)
+    mixed, soft = datamodule.on_after_batch_transfer((images, targets), 0)
+    # Mixing blends pixels: the model gets float images in [0, 1], and takes them.
+    assert mixed.dtype == torch.float32 and mixed.min() >= 0 and mixed.max() <= 1
     assert soft.shape == (8, 3) and soft.dtype == torch.float32
     assert torch.allclose(soft.sum(dim=1), torch.ones(8))
     assert nn.CrossEntropyLoss()(torch.zeros(8, 3), soft) > 0  # the loss takes them
     datamodule.trainer = SimpleNamespace(training=False, world_size=1)
-    _, hard = datamodule.on_after_batch_transfer((images, targets), 0)
-    assert torch.equal(hard, targets)
+    same, hard = datamodule.on_after_batch_transfer((images, targets), 0)
+    assert same is images and torch.equal(hard, targets)
 
 
 # -- normalization and cache --------------------------------------------------------------
@@ -180,18 +183,19 @@ def test_statistics_are_those_of_the_training_images(square_tree: Path):
     pixels = torch.stack([train.image(i) for i in range(len(train))]).double() / 255
     expected_mean = pixels.mean(dim=(0, 2, 3))
     expected_std = pixels.std(dim=(0, 2, 3), unbiased=False)
-    assert torch.allclose(torch.tensor(datamodule.mean).double(), expected_mean, atol=1e-6)
-    assert torch.allclose(torch.tensor(datamodule.std).double(), expected_std, atol=1e-6)
+    mean, std = datamodule.training_statistics()
+    assert torch.allclose(torch.tensor(mean).double(), expected_mean, atol=1e-6)
+    assert torch.allclose(torch.tensor(std).double(), expected_std, atol=1e-6)
+    # Unchecked files: a sample of the training images stands for them, with the same result here.
+    unchecked = folder(square_tree, check_files=False).training_statistics()
+    assert [*unchecked[0], *unchecked[1]] == pytest.approx([*mean, *std], abs=1e-6)
+    # The model standardizes the uint8 batches the loaders give with them.
     batch = torch.stack([train[i][0] for i in range(len(train))])
-    normalized = datamodule.normalize(batch)
+    normalized = InputNormalization(3, mean, std)(batch)
     assert torch.allclose(normalized.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4)
-    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (datamodule.mean, datamodule.std))
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (mean, std))
     # The same floats as the textbook formula, to the bit (the default run's results depend on it).
     assert torch.equal(normalized, (batch.float() / 255 - mean) / std)
-    # The statistics are turned into tensors once, but new values (a checkpoint's,
-    # a user's) take effect from the next batch.
-    datamodule.load_state_dict({"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]})
-    assert torch.equal(datamodule.normalize(batch), (batch.float() / 255 - 0.5) / 0.25)
 
 
 def test_cache_holds_one_uint8_tensor_equal_to_the_files(square_tree: Path):
@@ -202,16 +206,6 @@ def test_cache_holds_one_uint8_tensor_equal_to_the_files(square_tree: Path):
     assert store.images.shape == (60, 3, 24, 24)
     train = cached.datasets["train"]
     assert torch.equal(train.image(5), load_image(train.name(5), 3))
-
-
-def test_statistics_travel_in_the_checkpoint_state(square_tree: Path):
-    trained = folder(square_tree)
-    fresh = ImageFolderDataModule(root=str(square_tree), num_workers=0)
-    fresh.load_state_dict(trained.state_dict())
-    assert fresh.mean == trained.mean and fresh.std == trained.std
-    other = ImageFolderDataModule(root=str(square_tree), classes=["dog", "cat"])
-    with pytest.raises(ValueError, match=r"trained on classes \['bird', 'cat', 'dog'\]"):
-        other.load_state_dict(trained.state_dict())
 
 
 # -- loaders ------------------------------------------------------------------------------
@@ -251,26 +245,21 @@ def test_balanced_sampler_draws_every_class_about_equally(tmp_path: Path):
     assert 0.4 < drawn[1] / sum(drawn.values()) < 0.6
 
 
-# -- preprocessing from a pretrained model ------------------------------------------------
+# -- sizes from a pretrained model --------------------------------------------------------
 
 
-class PretrainedLike(L.LightningModule):
-    """Stands in for a model whose weights come with their own preprocessing."""
+class ShapeRecorder(L.LightningModule):
+    """Records the shape of every batch it is given."""
 
-    def __init__(self, preprocessing: dict | None) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.preprocessing = preprocessing
         self.layer = nn.Linear(3, 3)
         self.shapes: list[tuple] = []
-
-    @property
-    def input_preprocessing(self) -> dict | None:
-        return self.preprocessing
 
     def training_step(self, batch, batch_idx):
         images, targets = batch
         self.shapes.append(tuple(images.shape[1:]))
-        return nn.functional.cross_entropy(self.layer(images.mean(dim=(2, 3))), targets)
+        return nn.functional.cross_entropy(self.layer(images.float().mean(dim=(2, 3))), targets)
 
     def validation_step(self, batch, batch_idx):
         self.shapes.append(tuple(batch[0].shape[1:]))
@@ -279,39 +268,23 @@ class PretrainedLike(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-IMAGENET = {
-    "mean": [0.485, 0.456, 0.406],
-    "std": [0.229, 0.224, 0.225],
-    "resize_size": 36,
-    "crop_size": 28,
-    "channels": 3,
-}
-
-
-def test_model_preprocessing_fills_what_the_user_left_unset(tree: Path):
+def test_a_pretrained_size_fills_what_the_user_left_unset(tree: Path):
     datamodule = ImageFolderDataModule(root=str(tree), num_workers=0, batch_size=4)
-    model = PretrainedLike(IMAGENET)
+    datamodule.use_input_size(28, 36)  # what the CLI passes for weights trained at 28 of 36 px
+    model = ShapeRecorder()
     quick_trainer().fit(model, datamodule=datamodule)
-    assert datamodule.mean == IMAGENET["mean"] and datamodule.std == IMAGENET["std"]
     assert set(model.shapes) == {(3, 28, 28)}
     resize = datamodule.eval_transform().transforms[0]
     assert resize.size == [36]
 
 
-def test_user_settings_win_over_model_preprocessing(tree: Path):
-    datamodule = ImageFolderDataModule(
-        root=str(tree), num_workers=0, batch_size=4, image_size=20, mean=[0.5] * 3, std=[0.2] * 3
-    )
-    model = PretrainedLike(IMAGENET)
+def test_user_sizes_win_over_a_pretrained_size(tree: Path):
+    datamodule = ImageFolderDataModule(root=str(tree), num_workers=0, batch_size=4, image_size=20)
+    datamodule.use_input_size(28, 36)
+    model = ShapeRecorder()
     quick_trainer().fit(model, datamodule=datamodule)
-    assert datamodule.mean == [0.5] * 3
     assert set(model.shapes) == {(3, 20, 20)}
-
-
-def test_grayscale_data_for_an_rgb_model_asks_for_three_channels(tree: Path):
-    datamodule = ImageFolderDataModule(root=str(tree), num_workers=0, channels=1)
-    with pytest.raises(ValueError, match=r"expect 3-channel input .* set data.channels: 3"):
-        quick_trainer().fit(PretrainedLike(IMAGENET), datamodule=datamodule)
+    assert datamodule.eval_transform().transforms[0].size == [round(20 / 0.875)]
 
 
 def test_grayscale_files_are_repeated_to_three_channels(tmp_path: Path):
@@ -322,7 +295,8 @@ def test_grayscale_files_are_repeated_to_three_channels(tmp_path: Path):
         for n in range(10):
             Image.new("L", (20, 20), color=40 * n).save(tmp_path / name / f"{n}.png")
     datamodule = ImageFolderDataModule(root=str(tmp_path), num_workers=0, batch_size=4)
-    model = PretrainedLike(IMAGENET)
+    datamodule.use_input_size(28, 36)
+    model = ShapeRecorder()
     quick_trainer().fit(model, datamodule=datamodule)
     image = datamodule.datasets["train"].image(0)
     assert image.shape == (3, 20, 20)

@@ -13,7 +13,7 @@ import torch
 from fakes import write_image_folder, write_labels_csv
 from PIL import Image
 
-from project.callbacks import PredictionWriter
+from project.callbacks import LinkDataToModel, PredictionWriter
 from project.data import CSVDataModule, ImageFolderDataModule
 from project.models import ConvNet, ImageClassifier
 
@@ -115,6 +115,7 @@ def test_training_on_a_messy_folder_runs_through_every_image(messy):
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        callbacks=[LinkDataToModel()],  # the training split's statistics, for the model
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -154,11 +155,10 @@ def test_prediction_skips_unreadable_files_and_lists_them(tmp_path: Path):
         root=str(folder),
         predict_root=str(folder / "ant"),
         image_size=16,
-        mean=[0.5] * 3,
-        std=[0.25] * 3,
         num_workers=0,
     )
-    model = ImageClassifier(net=ConvNet(num_classes=2, widths=(8,)), num_classes=2)
+    net = ConvNet(num_classes=2, widths=(8,))
+    model = ImageClassifier(net=net, num_classes=2, mean=[0.5] * 3, std=[0.25] * 3)
     writer = PredictionWriter(output=str(tmp_path / "predictions.csv"))
     trainer = L.Trainer(accelerator="cpu", logger=False, callbacks=[writer])
     with warnings.catch_warnings(record=True) as record:

@@ -30,16 +30,19 @@ def student(checkpoint: Path, **kwargs) -> DistillationClassifier:
 def test_the_teacher_is_rebuilt_from_its_checkpoint_and_frozen(teacher_checkpoint: Path):
     saved = torch.load(teacher_checkpoint, weights_only=True)["state_dict"]
     model = student(teacher_checkpoint)
-    assert isinstance(model.teacher, ConvNet)
-    assert torch.equal(model.teacher.features[0].weight, saved["net.features.0.weight"])
+    normalize, teacher = model.teacher
+    assert isinstance(teacher, ConvNet)
+    assert torch.equal(teacher.features[0].weight, saved["net.features.0.weight"])
     assert not any(p.requires_grad for p in model.teacher.parameters())
     model.train()
     assert not model.teacher.training  # batch norm and dropout in inference mode
     # Only the student is optimized.
     optimized = {id(p) for group in model.parameter_groups() for p in group["params"]}
     assert optimized == {id(p) for p in model.net.parameters()}
-    # The data is normalized as the teacher's data was.
-    assert model.input_preprocessing["mean"] == [0.3]
+    # The teacher standardizes the images as its own training data was; the student
+    # learns from this data's statistics.
+    assert normalize.extra_repr() == "mean=[0.3], std=[0.4]"
+    assert not model.normalize.is_set
 
 
 def test_the_loss_receives_the_teacher_s_logits(teacher_checkpoint: Path):
@@ -48,10 +51,16 @@ def test_the_loss_receives_the_teacher_s_logits(teacher_checkpoint: Path):
         {
             k.removeprefix("net."): v
             for k, v in torch.load(teacher_checkpoint, weights_only=True)["state_dict"].items()
+            if k.startswith("net.")
         }
     )
     model = DistillationClassifier(
-        twin, 10, str(teacher_checkpoint), DistillationLoss(temperature=2.0, alpha=1.0)
+        twin,
+        10,
+        str(teacher_checkpoint),
+        DistillationLoss(temperature=2.0, alpha=1.0),
+        mean=[0.3],
+        std=[0.4],
     ).eval()
     images, targets = torch.randn(6, 1, 8, 8), torch.randint(0, 10, (6,))
     # A student identical to the teacher has nothing left to learn from it.
@@ -64,7 +73,7 @@ def test_the_loss_receives_the_teacher_s_logits(teacher_checkpoint: Path):
 def test_a_teacher_net_given_in_yaml_gets_the_checkpoint_weights(teacher_checkpoint: Path):
     given = ConvNet(10, in_channels=1, widths=[8, 16])
     model = student(teacher_checkpoint, teacher_net=given)
-    assert model.teacher is given
+    assert model.teacher[1] is given  # after the teacher's own normalization
     with pytest.raises(ValueError, match=r"teacher\.ckpt does not fit the teacher network"):
         student(teacher_checkpoint, teacher_net=ConvNet(10, in_channels=1, widths=[8, 32]))
 
@@ -106,7 +115,7 @@ def test_a_student_learns_from_the_teacher_alone_and_saves_only_itself(
     )
     # Five classes: chance is 0.2. The test ran on the best checkpoint, reloaded.
     assert cli.trainer.callback_metrics["test/acc"] > 0.8
-    after = cli.model.teacher.state_dict()
+    after = cli.model.teacher[1].state_dict()
     assert all(torch.equal(before[f"net.{k}"], v) for k, v in after.items())
     best = torch.load(cli.trainer.checkpoint_callback.best_model_path, weights_only=True)
     assert not [k for k in best["state_dict"] if k.startswith("teacher.")]

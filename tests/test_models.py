@@ -154,7 +154,12 @@ def test_epoch_metrics_count_every_batch_exactly_once(tmp_path):
                     net[1].bias.copy_(net[1].bias.roll(1))
 
     model = ImageClassifier(
-        net, num_classes=3, optimizer=lambda params: torch.optim.SGD(params, lr=0.0)
+        net,
+        num_classes=3,
+        optimizer=lambda params: torch.optim.SGD(params, lr=0.0),
+        channels=images.shape[1],
+        mean=[0.0] * images.shape[1],  # the images are given as they should reach the net
+        std=[1.0] * images.shape[1],
     )
     loader = DataLoader(TensorDataset(images, targets), batch_size=4)
     trainer = L.Trainer(

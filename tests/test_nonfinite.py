@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor, nn
 
-from project.callbacks import NonFiniteLossError, StopOnNonFiniteLoss
+from project.callbacks import LinkDataToModel, NonFiniteLossError, StopOnNonFiniteLoss
 from project.data import DigitsDataModule
 from project.losses import WeightedSum
 from project.models import ConvNet, ImageClassifier
@@ -42,6 +42,7 @@ def train_until_nan(bad_step: int, checkpoint_dir: Path) -> tuple[ImageClassifie
         enable_progress_bar=False,
         enable_model_summary=False,
         callbacks=[
+            LinkDataToModel(),
             StopOnNonFiniteLoss(),
             ModelCheckpoint(dirpath=checkpoint_dir, every_n_train_steps=2, save_top_k=-1),
         ],

@@ -58,3 +58,31 @@ def test_readme_command_runs(command: str, workdir: Path, digits_tree: Path):
         run_cli("fit", "--config", config, *FAST)
     cli = run_cli(*args, *FAST)
     assert cli.trainer.state.finished
+
+
+PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+
+
+@pytest.mark.slow
+def test_readme_python_snippets_run_as_written(
+    workdir: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+):
+    assert len(PYTHON_BLOCKS) >= 2
+    # The checkpoint a snippet loads, trained enough to know a 3.
+    run_cli(
+        "fit",
+        "--config",
+        "configs/default.yaml",
+        *FAST,
+        "--trainer.max_epochs=5",
+        "--trainer.limit_train_batches=1.0",
+    )
+    printed = []
+    for block in PYTHON_BLOCKS:
+        # The notebook snippet's five epochs, shortened as every command here is.
+        block = block.replace('"--trainer.max_epochs=5"', '"--trainer.max_epochs=1"')
+        exec(compile(block, "README.md", "exec"), {})
+        printed.append(capsys.readouterr().out.strip())
+    # The checkpoint alone, with torchvision.io: a class name and its probability.
+    name, probability = printed[0].splitlines()[-1].split()
+    assert name == "3" and 0.5 < float(probability) <= 1

@@ -12,7 +12,7 @@ from conftest import FAST, run_cli
 from fakes import train_digits_0to4, write_template_checkpoint, write_torchvision_weights
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from project.callbacks import ChannelsLast, StagedUnfreeze, TorchCompile
+from project.callbacks import ChannelsLast, LinkDataToModel, StagedUnfreeze, TorchCompile
 from project.data import DigitsDataModule
 from project.models import ConvNet, ImageClassifier, TorchvisionNet, TransferClassifier
 
@@ -95,6 +95,7 @@ def fast_trainer(tmp_path: Path, **kwargs) -> L.Trainer:
         "enable_model_summary": False,
         "default_root_dir": str(tmp_path),
     }
+    kwargs["callbacks"] = [LinkDataToModel(), *kwargs.get("callbacks", [])]
     return L.Trainer(**{**options, **kwargs})
 
 
@@ -255,14 +256,12 @@ def test_init_from_a_template_checkpoint_loads_all_but_a_new_head(tmp_path: Path
         ConvNet(5, in_channels=1, widths=[8, 16]), 5, class_names=classes, init_from=str(path)
     )
     assert torch.equal(same.net.classifier.weight, saved["net.classifier.weight"])
-    # The data is normalized as the pretrained network's data was.
-    assert new_classes.input_preprocessing == {
-        "mean": [0.3],
-        "std": [0.4],
-        "resize_size": None,
-        "crop_size": None,
-        "channels": 1,
-    }
+    # The model standardizes its inputs as the pretrained network's were, unless told otherwise.
+    assert new_classes.normalize.extra_repr() == "mean=[0.3], std=[0.4]"
+    given = TransferClassifier(
+        ConvNet(3, in_channels=1, widths=[8, 16]), 3, init_from=str(path), mean=[0.5], std=[0.2]
+    )
+    assert given.normalize.extra_repr() == "mean=[0.5], std=[0.2]"
     with pytest.raises(ValueError, match=r"a\.ckpt is not a ConvNet like net"):
         TransferClassifier(ConvNet(3, in_channels=1, widths=[8, 32]), 3, init_from=str(path))
     with pytest.raises(FileNotFoundError, match=r"missing\.ckpt"):

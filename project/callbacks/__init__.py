@@ -10,6 +10,7 @@ from project.callbacks.checkpointing import (
 )
 from project.callbacks.finetuning import StagedUnfreeze
 from project.callbacks.images import TrainingImageGrid
+from project.callbacks.linking import LinkDataToModel
 from project.callbacks.nonfinite import NonFiniteLossError, StopOnNonFiniteLoss
 from project.callbacks.predictions import PredictionWriter
 from project.callbacks.progress import PlainProgress
@@ -21,6 +22,7 @@ __all__ = [
     "ChannelsLast",
     "CheckpointWriteError",
     "EMAWeights",
+    "LinkDataToModel",
     "NonFiniteLossError",
     "PlainProgress",
     "PlottedLearningRateFinder",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 from collections import Counter
@@ -71,41 +70,27 @@ def default_num_workers() -> int:
     return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
-@functools.lru_cache(maxsize=16)
-def batch_statistics(
-    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and std as ``(1, C, 1, 1)`` float tensors on ``device``, built once per value.
-
-    Read-only: callers must not change them in place. Built for every batch,
-    they were two copies from host memory per step, and on a GPU such a copy
-    waits until the GPU has finished all the work queued before it: the
-    training loop could no longer run ahead of the GPU.
-    """
-    return tuple(
-        torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1).to(device)
-        for values in (mean, std)
-    )
-
-
 class ImageDataModule(L.LightningDataModule):
     """Base for image classification data: subclasses say where samples come from.
 
     A subclass sets ``self.class_names`` in ``__init__`` (so the model can be
     built before any file is read) and implements :meth:`find_samples`.
 
-    Images stay uint8 from decoding through augmentation and batching; each
-    batch is converted to float and normalized on the device it trains on.
+    Images stay uint8 from decoding through augmentation and batching: the
+    model scales and normalizes them on its device (MixUp and CutMix, when on,
+    hand it float images in [0, 1]). The data computes the facts the model
+    learns from it (class names, channels, the training split's statistics and
+    class counts); the CLI passes them on. The data never reads the model.
 
     Args:
         batch_size: Images per batch on each device.
         num_workers: Loader processes; ``None`` picks one per spare CPU core (at most 8).
         channels: 1 decodes every image as grayscale, 3 as RGB (grayscale files are
-            repeated to three channels). A pretrained backbone needs 3.
+            repeated to three channels).
         image_size: Side in pixels the network sees (training crops and the
             evaluation centre crop); ``None`` keeps the files' size (they must then
             all have the same size) or, with a pretrained backbone, takes the crop
-            size its weights were trained at.
+            size its weights were trained at (the CLI calls :meth:`use_input_size`).
         resize_size: Shorter side images are resized to before the evaluation centre
             crop; ``None``: ``image_size / 0.875``, or the pretrained weights' value.
         val_fraction: Share of the samples held out for validation when the source
@@ -128,10 +113,6 @@ class ImageDataModule(L.LightningDataModule):
             parameter (0: off). Targets become soft, ``(N, num_classes)``; the loss
             must accept them (``nn.CrossEntropyLoss`` does).
         cutmix_alpha: CutMix likewise; with both on, each batch gets one at random.
-        mean: Per-channel mean on the 0-1 scale; ``None`` takes the pretrained
-            weights' value or computes it on the training split (printed, and kept
-            in checkpoints).
-        std: Per-channel standard deviation, likewise.
         cache: Decode all images once at setup and keep them in memory as uint8,
             shared with the worker processes. With ``image_size`` set, larger images
             are kept with their shorter side at ``resize_size``.
@@ -172,8 +153,6 @@ class ImageDataModule(L.LightningDataModule):
         train_transforms: list[v2.Transform] | None = None,
         mixup_alpha: float = 0.0,
         cutmix_alpha: float = 0.0,
-        mean: list[float] | None = None,
-        std: list[float] | None = None,
         cache: bool = False,
         check_files: bool = True,
         strict: bool = False,
@@ -195,8 +174,6 @@ class ImageDataModule(L.LightningDataModule):
                 f"val_fraction + test_fraction = {val_fraction + test_fraction} leaves no "
                 "training data; their sum must be below 1"
             )
-        if (mean is None) != (std is None):
-            raise ValueError("give data.mean and data.std together, or neither")
         if train_transforms and augment != "none":
             raise ValueError(
                 f"data.train_transforms and data.augment ({augment!r}) both set: use one "
@@ -227,8 +204,6 @@ class ImageDataModule(L.LightningDataModule):
         self.train_transforms = list(train_transforms or [])
         self.mixup_alpha = mixup_alpha
         self.cutmix_alpha = cutmix_alpha
-        self.mean = mean
-        self.std = std
         self.cache = cache
         self.check_files = check_files
         self.strict = strict
@@ -238,14 +213,13 @@ class ImageDataModule(L.LightningDataModule):
         self.classes = classes
         self.train_per_class = train_per_class
         self.long_tail_ratio = long_tail_ratio
-        # What the user set, so values adopted from a pretrained model never
-        # override a deliberate choice.
-        self._given = {"mean": mean, "std": std, "image_size": image_size, "resize": resize_size}
         self.class_names: list[str] = []
         self.datasets: dict[str, ImageDataset] = {}
         self.skipped: list[tuple[str, str]] = []
         self._native_size: Size | None = None
         self._mixer: Any = None
+        self._check: FileCheck | None = None
+        self._statistics: tuple[list[float], list[float]] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -266,10 +240,19 @@ class ImageDataModule(L.LightningDataModule):
 
     # -- setup -------------------------------------------------------------------------
 
+    def use_input_size(self, crop_size: int | None, resize_size: int | None = None) -> None:
+        """Crop and resize sizes a pretrained network expects, for each one the user left unset.
+
+        The CLI calls this with the sizes the model's weights were trained at,
+        before setup.
+        """
+        if self.image_size is None and crop_size is not None:
+            self.image_size = int(crop_size)
+            if self.resize_size is None and resize_size is not None:
+                self.resize_size = int(resize_size)
+
     def setup(self, stage: str) -> None:
-        self._adopt_model_preprocessing()
         if stage == "predict" and self.predict_root is not None:
-            # Normalization comes from data.mean/std, the weights, or the checkpoint.
             self.datasets["predict"] = self._predict_dataset(Path(self.predict_root))
             return
         if "train" not in self.datasets:
@@ -279,28 +262,6 @@ class ImageDataModule(L.LightningDataModule):
             self.datasets["predict"] = ImageDataset(
                 test.store, test.indices, None, self.eval_transform(), return_names=True
             )
-
-    def _adopt_model_preprocessing(self) -> None:
-        """Takes mean, std and sizes from a pretrained model where the user set none."""
-        module = self.trainer.lightning_module if self.trainer is not None else None
-        preprocessing = getattr(module, "input_preprocessing", None)
-        if not preprocessing:
-            return
-        wanted = preprocessing.get("channels", 3)
-        if wanted != self.channels:
-            raise ValueError(
-                f"the model's pretrained weights expect {wanted}-channel input but "
-                f"data.channels is {self.channels}: set data.channels: {wanted} "
-                "(grayscale images are then repeated to three channels)"
-            )
-        if self._given["mean"] is None:
-            self.mean = [float(m) for m in preprocessing["mean"]]
-            self.std = [float(s) for s in preprocessing["std"]]
-        # A checkpoint of this template records no sizes (None): keep the data's own.
-        if self._given["image_size"] is None and preprocessing.get("crop_size") is not None:
-            self.image_size = int(preprocessing["crop_size"])
-            if self._given["resize"] is None and preprocessing.get("resize_size") is not None:
-                self.resize_size = int(preprocessing["resize_size"])
 
     def _build_splits(self) -> None:
         samples = self.find_samples()
@@ -323,7 +284,7 @@ class ImageDataModule(L.LightningDataModule):
             targets = [samples.targets[i] for i in indices]
             self.datasets[name] = ImageDataset(samples.store, indices, targets)
         self._report_split()
-        self._ensure_normalization(samples.store, by_split["train"], checked)
+        self._check = checked
         self.datasets["train"].transform = self.train_transform()
         for name in ("val", "test"):
             self.datasets[name].transform = self.eval_transform()
@@ -507,29 +468,15 @@ class ImageDataModule(L.LightningDataModule):
                 "v2.RandomResizedCrop) so batches can be stacked"
             )
 
-    # -- normalization -----------------------------------------------------------------
-
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 batch ``(N, C, H, W)`` to float: scaled to 0-1, then standardized."""
-        if self.mean is None or self.std is None:
-            raise ValueError(
-                "no normalization statistics: give data.mean and data.std, or load a "
-                "checkpoint (--ckpt_path), which stores them"
-            )
-        mean, std = batch_statistics(tuple(self.mean), tuple(self.std), images.device)
-        # Scaling to 0-1 is ToDtype(scale=True)'s job; Normalize then standardizes.
-        # In place on the one float copy: a fresh batch-sized tensor for each step
-        # took three times as long on a CPU (2.1 against 0.66 ms per 224 px image),
-        # for the same values to the bit.
-        return images.to(torch.float32, copy=True).div_(255.0).sub_(mean).div_(std)
+    # -- what the model learns from the data -------------------------------------------
 
     def on_after_batch_transfer(self, batch: tuple, dataloader_idx: int) -> tuple:
-        # Batches travel to the device as uint8 (a quarter of the bytes of float32)
-        # and are converted there, once per batch rather than once per image.
+        # Batches travel to the device as uint8 (a quarter of the bytes of float32);
+        # the model converts them there, once per batch rather than once per image.
+        # Mixing blends pixels, so a mixed batch is float in [0, 1].
         images, targets = batch
-        images = self.normalize(images)
-        if self.trainer is not None and self.trainer.training:
-            images, targets = self.mix(images, targets)
+        if self._mixer is not None and self.trainer is not None and self.trainer.training:
+            images, targets = self.mix(images.to(torch.float32).div_(255.0), targets)
         return images, targets
 
     def mix(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -541,21 +488,25 @@ class ImageDataModule(L.LightningDataModule):
             return images, targets
         return self._mixer(images, targets)
 
-    def _ensure_normalization(
-        self, store: ImageStore, train: list[int], checked: FileCheck | None
-    ) -> None:
-        if self.mean is not None and self.std is not None:
-            if len(self.mean) != self.channels or len(self.std) != self.channels:
+    def training_statistics(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std (0-1 scale) of the training images, computed once, after setup.
+
+        Free when the setup check decoded every file (it summed their pixels);
+        otherwise from a seeded sample of 2,000 training images.
+        """
+        if self._statistics is None:
+            train = self.datasets.get("train")
+            if train is None or len(train) == 0:
                 raise ValueError(
-                    f"data.mean {self.mean} and data.std {self.std} need one value per "
-                    f"channel ({self.channels})"
+                    f"{type(self).__name__} has no training split to compute statistics on"
                 )
-            return
-        self.mean, self.std = self._training_statistics(store, train, checked)
-        rank_zero_info(
-            f"Normalization from the training split: mean {[round(m, 4) for m in self.mean]}, "
-            f"std {[round(s, 4) for s in self.std]} (set data.mean/data.std to skip this)"
-        )
+            self._statistics = self._training_statistics(train.store, train.indices, self._check)
+            mean, std = self._statistics
+            rank_zero_info(
+                f"Normalization from the training split: mean {[round(m, 4) for m in mean]}, "
+                f"std {[round(v, 4) for v in std]} (set model.init_args.mean and std to skip this)"
+            )
+        return self._statistics
 
     def _training_statistics(
         self, store: ImageStore, train: list[int], checked: FileCheck | None
@@ -657,20 +608,3 @@ class ImageDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict")
-
-    # -- checkpoint state --------------------------------------------------------------
-
-    def state_dict(self) -> dict:
-        """Saved into checkpoints so that a model always meets the data it was trained on."""
-        return {"class_names": self.class_names, "mean": self.mean, "std": self.std}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        saved = state_dict.get("class_names")
-        if saved and self.class_names and list(saved) != list(self.class_names):
-            raise ValueError(
-                f"the checkpoint was trained on classes {list(saved)} but the data has "
-                f"{self.class_names}; use the data the model was trained on "
-                "(or data.classes to select the same classes)"
-            )
-        self.mean = state_dict.get("mean", self.mean)
-        self.std = state_dict.get("std", self.std)

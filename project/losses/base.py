@@ -91,8 +91,9 @@ class ClassificationLoss(nn.Module):
     The per-class weights live in the ``class_weight`` buffer, so they move with
     the module to the device and are saved in checkpoints. Weights computed from
     the data (``"inverse_frequency"``, ``"effective_number"``) are filled in by
-    :meth:`set_class_counts`, which ``ImageClassifier`` calls with the training
-    split's class counts before training.
+    :meth:`set_class_counts`, which ``ImageClassifier.set_class_counts`` calls
+    with the training split's class counts before training
+    (:class:`project.callbacks.LinkDataToModel` passes them from the data).
 
     Args:
         class_weight: One weight per class, a strategy name, or ``None`` for none.
@@ -144,8 +145,8 @@ class ClassificationLoss(nn.Module):
             if self.strategy is not None:
                 raise RuntimeError(
                     f"{type(self).__name__} uses '{self.strategy}' class weights but has no "
-                    "class counts yet: ImageClassifier sets them from the datamodule's "
-                    "class_counts; elsewhere call set_class_counts(counts) first"
+                    "class counts yet: project.callbacks.LinkDataToModel sets them from the "
+                    "datamodule's class_counts; elsewhere call set_class_counts(counts) first"
                 )
             return None
         if self.class_weight.shape[0] != logits.shape[1]:

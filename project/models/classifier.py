@@ -19,7 +19,8 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
-from project.checkpoints import load_checked
+from project.checkpoints import load_checked, network_difference
+from project.models.inputs import InputNormalization, checkpoint_statistics
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -71,8 +72,14 @@ def weight_decay_groups(parameters: Iterable[nn.Parameter]) -> list[dict[str, An
 class ImageClassifier(L.LightningModule):
     """Trains an injected network with an injected loss; logs ``train/``, ``val/``, ``test/``.
 
+    The model owns its input contract: it takes uint8 ``(N, C, H, W)`` images at
+    the size the evaluation transform produces (float images in [0, 1] too),
+    scales and standardizes them itself (:class:`InputNormalization`, whose mean
+    and std are in the state dict) and returns logits. A checkpoint therefore
+    predicts with nothing but ``torchvision.io`` to decode its images.
+
     Args:
-        net: Any ``nn.Module`` mapping a float image batch to ``(N, num_classes)`` logits.
+        net: Any ``nn.Module`` mapping a normalized float batch to ``(N, num_classes)`` logits.
         num_classes: Number of classes (set from the data by the CLI).
         loss: Any ``nn.Module`` called as ``loss(logits, targets)``; cross-entropy by default.
         optimizer: Built on the model's parameters; norm and bias parameters get no
@@ -85,6 +92,13 @@ class ImageClassifier(L.LightningModule):
             "min" for a loss).
         class_names: Names of the classes in index order (set from the data); kept
             in the checkpoint and used for predictions.
+        channels: Channels of the input images (set from the data); ``None``: the
+            network's ``in_channels``, or 3.
+        mean: Per-channel mean of the inputs on the 0-1 scale. ``None``: the
+            pretrained weights' value (a network's ``input_preprocessing``), or the
+            training split's, which :class:`project.callbacks.LinkDataToModel` sets
+            before training.
+        std: Per-channel standard deviation, likewise.
     """
 
     def __init__(
@@ -96,6 +110,9 @@ class ImageClassifier(L.LightningModule):
         scheduler: LRSchedulerCallable | None = None,
         scheduler_monitor: str = "val/loss",
         class_names: list[str] | None = None,
+        channels: int | None = None,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -111,6 +128,12 @@ class ImageClassifier(L.LightningModule):
             raise ValueError(
                 f"{len(class_names)} class names {class_names} for num_classes={num_classes}"
             )
+        if channels is None:
+            channels = getattr(net, "in_channels", 3)
+        if mean is None and std is None:
+            pretrained = getattr(net, "input_preprocessing", None) or {}
+            mean, std = pretrained.get("mean"), pretrained.get("std")
+        self.normalize = InputNormalization(channels, mean, std)
         self.net = net
         self.num_classes = num_classes
         self.loss = loss if loss is not None else nn.CrossEntropyLoss()
@@ -128,17 +151,28 @@ class ImageClassifier(L.LightningModule):
         self.test_class_recall = MulticlassRecall(num_classes, average=None)
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.net(images)
+        """Logits of uint8 images (or float ones in [0, 1]), ``(N, C, H, W)``."""
+        return self.net(self.normalize(images))
 
     @property
     def input_preprocessing(self) -> dict[str, Any] | None:
-        """What the network's pretrained weights expect, for the data to adopt; ``None`` if nothing.
+        """What the network's pretrained weights expect; ``None`` if nothing.
 
         A dict with ``mean`` and ``std`` (per channel, 0-1 scale), ``resize_size``
         and ``crop_size`` (pixels; ``None`` keeps the data's own size) and
-        ``channels``. The data uses each value the user did not set.
+        ``channels``. The CLI gives the sizes to the data where the user set none.
         """
         return getattr(self.net, "input_preprocessing", None)
+
+    def set_input_statistics(self, mean: list[float], std: list[float]) -> None:
+        """Sets the mean and std the model standardizes its inputs with (0-1 scale)."""
+        self.normalize.set(mean, std)
+
+    def set_class_counts(self, counts: list[int]) -> None:
+        """Gives class-weighted losses (``weight: inverse_frequency``) the training counts."""
+        set_class_counts = getattr(self.loss, "set_class_counts", None)
+        if set_class_counts is not None:
+            set_class_counts(counts)
 
     def model_step(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         """Logits, loss and hard targets of one batch; shared by every stage."""
@@ -199,16 +233,6 @@ class ImageClassifier(L.LightningModule):
                     "the max_epochs the run started with, or start a new run from the "
                     "checkpoint's weights (TransferClassifier's init_from)"
                 )
-
-    def setup(self, stage: str) -> None:
-        # Class-weighted losses (weight: inverse_frequency) learn the training
-        # split's class counts from the data.
-        set_class_counts = getattr(self.loss, "set_class_counts", None)
-        if set_class_counts is None or stage == "predict":
-            return
-        datamodule = self.trainer.datamodule
-        if getattr(type(datamodule), "class_counts", None) is not None:
-            set_class_counts(datamodule.class_counts)
 
     def on_train_epoch_start(self) -> None:
         # Each epoch counts from zero, also after one that ended early (an
@@ -307,14 +331,22 @@ class ImageClassifier(L.LightningModule):
                 f"{self.num_classes} classes {self.class_names}; give the data it was "
                 "trained on (data.classes selects classes by name)"
             )
-        theirs = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items() if k[:4] == "net."}
+        state = checkpoint["state_dict"]
+        theirs = {k: tuple(v.shape) for k, v in state.items() if k[:4] == "net."}
         ours = {k: tuple(v.shape) for k, v in self.state_dict().items() if k[:4] == "net."}
         if theirs != ours:
             raise ValueError(
                 f"{source} holds another network than the config builds: "
-                f"{_network_difference(theirs, ours, saved.get('net'), self.hparams.get('net'))}; "
+                f"{network_difference(theirs, ours, saved.get('net'), self.hparams.get('net'))}; "
                 "use the config it was trained with (config.yaml in its run's log folder)"
             )
+        if "normalize.mean" not in state:
+            # Written before the model held its input statistics: they were the data's.
+            statistics = checkpoint_statistics(checkpoint)
+            if statistics is None:
+                raise ValueError(f"{source} records no input statistics (mean and std)")
+            normalization = InputNormalization(self.normalize.channels, *statistics)
+            state.update({f"normalize.{k}": v for k, v in normalization.state_dict().items()})
 
     # -- optimization ------------------------------------------------------------------
 
@@ -344,25 +376,3 @@ class ImageClassifier(L.LightningModule):
             # batches, accumulation and devices included).
             return self.scheduler(optimizer, total_steps=self.trainer.estimated_stepping_batches)
         return self.scheduler(optimizer)
-
-
-def _network_difference(
-    theirs: dict[str, tuple[int, ...]], ours: dict[str, tuple[int, ...]], saved: Any, built: Any
-) -> str:
-    """The first difference between two networks' parameter shapes, and their settings."""
-    settings = ""
-    if isinstance(saved, dict) and isinstance(built, dict):
-        old, new = saved.get("init_args", {}), built.get("init_args", {})
-        changed = [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
-        if saved.get("class_path") != built.get("class_path"):
-            settings = f"{saved.get('class_path')} there, {built.get('class_path')} here; "
-        elif changed:
-            settings = "".join(f"{k} {old.get(k)} there, {new.get(k)} here; " for k in changed)
-    shared = [k for k in ours if k in theirs and ours[k] != theirs[k]]
-    if shared:
-        key = shared[0]
-        return f"{settings}{key} is {list(theirs[key])} there, {list(ours[key])} here"
-    missing, extra = sorted(ours.keys() - theirs.keys()), sorted(theirs.keys() - ours.keys())
-    if missing:
-        return f"{settings}it lacks {len(missing)} of this network's tensors ({missing[0]}, ...)"
-    return f"{settings}it has {len(extra)} tensors this network lacks ({extra[0]}, ...)"

@@ -12,7 +12,8 @@ from torch import Tensor, nn
 
 from project.checkpoints import check_import_paths, read_checkpoint
 from project.models.classifier import ImageClassifier
-from project.models.transfer import checkpoint_preprocessing, network_state
+from project.models.inputs import InputNormalization, checkpoint_statistics
+from project.models.transfer import network_state
 
 
 def takes_teacher_logits(loss: nn.Module) -> bool:
@@ -58,8 +59,10 @@ class DistillationClassifier(ImageClassifier):
     The teacher is a network trained with this template, loaded from one of its
     checkpoints (``weights_only=True``) and kept frozen in eval mode. Every batch
     goes through both; the loss sees ``(student_logits, targets, teacher_logits)``.
-    The data is normalized as the teacher's data was (its checkpoint stores the
-    statistics), so the teacher sees what it was trained on. The teacher is not
+    Both take the same uint8 images; the teacher standardizes them with the
+    statistics of its own training data (kept in its checkpoint), the student
+    with those of this data, so each sees inputs like those it learns or
+    learnt from. The teacher is not
     saved again in the student's checkpoints: it is rebuilt from
     ``teacher_checkpoint``, which must stay where it is to resume.
 
@@ -77,6 +80,9 @@ class DistillationClassifier(ImageClassifier):
         class_names: Set from the data.
         teacher_net: The teacher's architecture; ``None`` rebuilds it from the
             hyperparameters saved in ``teacher_checkpoint``.
+        channels: As in :class:`ImageClassifier`.
+        mean: As in :class:`ImageClassifier`.
+        std: As in :class:`ImageClassifier`.
     """
 
     def __init__(
@@ -90,6 +96,9 @@ class DistillationClassifier(ImageClassifier):
         scheduler_monitor: str = "val/loss",
         class_names: list[str] | None = None,
         teacher_net: nn.Module | None = None,
+        channels: int | None = None,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
     ) -> None:
         if loss is None:
             from project.losses import DistillationLoss
@@ -102,7 +111,16 @@ class DistillationClassifier(ImageClassifier):
                 "project.losses.DistillationLoss"
             )
         super().__init__(
-            net, num_classes, loss, optimizer, scheduler, scheduler_monitor, class_names
+            net,
+            num_classes,
+            loss,
+            optimizer,
+            scheduler,
+            scheduler_monitor,
+            class_names,
+            channels=channels,
+            mean=mean,
+            std=std,
         )
         checkpoint = read_checkpoint(teacher_checkpoint, "teacher_checkpoint")
         saved = checkpoint.get("hyper_parameters", {})
@@ -120,8 +138,13 @@ class DistillationClassifier(ImageClassifier):
                 f"teacher_checkpoint {teacher_checkpoint} does not fit the teacher network "
                 f"{type(teacher).__name__}: {error}"
             ) from error
-        self.teacher = teacher.requires_grad_(False).eval()
-        self._teacher_preprocessing = checkpoint_preprocessing(checkpoint)
+        statistics = checkpoint_statistics(checkpoint)
+        if statistics is None:
+            raise ValueError(
+                f"teacher_checkpoint {teacher_checkpoint} records no input statistics (mean, std)"
+            )
+        normalize = InputNormalization(len(statistics[0]), *statistics)
+        self.teacher = nn.Sequential(normalize, teacher).requires_grad_(False).eval()
 
     def _check_classes(self, saved: dict[str, Any], path: str) -> None:
         classes = saved.get("class_names")
@@ -137,18 +160,6 @@ class DistillationClassifier(ImageClassifier):
                 f"teacher_checkpoint {path} predicts {count} classes, the data has "
                 f"{self.num_classes}"
             )
-
-    @property
-    def input_preprocessing(self) -> dict[str, Any] | None:
-        """The teacher's data normalization, with the student's image sizes if it has any."""
-        from_net = super().input_preprocessing
-        if self._teacher_preprocessing is None:
-            return from_net
-        merged = dict(self._teacher_preprocessing)
-        if from_net is not None:
-            merged["resize_size"] = from_net["resize_size"]
-            merged["crop_size"] = from_net["crop_size"]
-        return merged
 
     def train(self, mode: bool = True) -> DistillationClassifier:
         super().train(mode)

@@ -49,6 +49,7 @@ class ConvNet(nn.Module):
         dropout: float = 0.2,
     ) -> None:
         super().__init__()
+        self.in_channels = in_channels
         if not widths:
             raise ValueError("widths needs at least one stage")
         pool = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}[pooling]
@@ -141,6 +142,7 @@ class ResNet(nn.Module):
         zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
+        self.in_channels = in_channels
         if not blocks or len(blocks) != len(widths):
             raise ValueError(
                 f"blocks {list(blocks)} and widths {list(widths)} need one entry per stage, "

@@ -12,6 +12,7 @@ from torch import nn
 from project.checkpoints import read_checkpoint
 from project.models.backbones import find_head
 from project.models.classifier import ImageClassifier, weight_decay_groups
+from project.models.inputs import checkpoint_statistics
 
 ALL = "all"
 HEAD = "head"
@@ -29,25 +30,6 @@ def network_state(checkpoint: dict[str, Any], path: str | Path) -> dict[str, tor
     if not state:
         raise ValueError(f"{path} holds no network weights (no 'net.' entries in its state_dict)")
     return state
-
-
-def checkpoint_preprocessing(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
-    """The normalization the checkpoint's network was trained with, from its saved data state.
-
-    Image sizes are not recorded in a checkpoint, so they are ``None`` (the data
-    keeps its own size).
-    """
-    for value in checkpoint.values():
-        if isinstance(value, dict) and value.get("mean") is not None and "std" in value:
-            mean, std = list(value["mean"]), list(value["std"])
-            return {
-                "mean": mean,
-                "std": std,
-                "resize_size": None,
-                "crop_size": None,
-                "channels": len(mean),
-            }
-    return None
 
 
 def frozen(module: nn.Module) -> bool:
@@ -89,7 +71,11 @@ class TransferClassifier(ImageClassifier):
         init_from: A checkpoint of this template (``logs/.../*.ckpt``) whose network
             weights start ``net``, which must have the same architecture. The head is
             taken too only when the checkpoint was trained on the same class names.
-            The normalization of the checkpoint's data is used for this data.
+            The model keeps the checkpoint's input statistics (the features were
+            learnt on inputs normalized that way) unless ``mean`` and ``std`` are given.
+        channels: As in :class:`ImageClassifier`.
+        mean: As in :class:`ImageClassifier`.
+        std: As in :class:`ImageClassifier`.
 
     Speed switches work as for any model: stack ``configs/presets/channels-last.yaml``
     (:class:`~project.callbacks.ChannelsLast`) or ``configs/presets/compile.yaml``
@@ -108,9 +94,21 @@ class TransferClassifier(ImageClassifier):
         trainable: str = ALL,
         backbone_lr_factor: float = 0.1,
         init_from: str | None = None,
+        channels: int | None = None,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
     ) -> None:
         super().__init__(
-            net, num_classes, loss, optimizer, scheduler, scheduler_monitor, class_names
+            net,
+            num_classes,
+            loss,
+            optimizer,
+            scheduler,
+            scheduler_monitor,
+            class_names,
+            channels=channels,
+            mean=mean,
+            std=std,
         )
         if backbone_lr_factor < 0:
             raise ValueError(f"backbone_lr_factor must be >= 0, got {backbone_lr_factor}")
@@ -118,9 +116,8 @@ class TransferClassifier(ImageClassifier):
         self.backbone_lr_factor = backbone_lr_factor
         self.trainable = trainable
         self.trainable_from = trainable
-        self._checkpoint_preprocessing: dict[str, Any] | None = None
         if init_from is not None:
-            self._init_from(init_from)
+            self._init_from(init_from, keep_statistics=mean is not None)
         self.set_trainable(trainable)
 
     # -- which parameters train --------------------------------------------------------
@@ -187,7 +184,7 @@ class TransferClassifier(ImageClassifier):
 
     # -- starting from a checkpoint ----------------------------------------------------
 
-    def _init_from(self, path: str) -> None:
+    def _init_from(self, path: str, keep_statistics: bool) -> None:
         checkpoint = read_checkpoint(path, "init_from")
         state = network_state(checkpoint, path)
         own = self.net.state_dict()
@@ -206,19 +203,9 @@ class TransferClassifier(ImageClassifier):
                 f"{reshaped[:4]}; give net the architecture the checkpoint was trained with"
             )
         self.net.load_state_dict(state, strict=False)
-        self._checkpoint_preprocessing = checkpoint_preprocessing(checkpoint)
-
-    @property
-    def input_preprocessing(self) -> dict[str, Any] | None:
-        """The weights' preprocessing, with the normalization of ``init_from``'s data if given."""
-        from_net = super().input_preprocessing
-        if self._checkpoint_preprocessing is None:
-            return from_net
-        merged = dict(self._checkpoint_preprocessing)
-        if from_net is not None:
-            merged["resize_size"] = from_net["resize_size"]
-            merged["crop_size"] = from_net["crop_size"]
-        return merged
+        statistics = checkpoint_statistics(checkpoint)
+        if statistics is not None and not keep_statistics:
+            self.set_input_statistics(*statistics)
 
     # -- optimization ------------------------------------------------------------------
 

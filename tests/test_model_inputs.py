@@ -1,0 +1,210 @@
+"""The model owns its input contract, and facts flow one way: data -> CLI -> model."""
+
+from __future__ import annotations
+
+import csv
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FAST, REPO, run_cli
+from fakes import train_digits_0to4
+
+from project.models import ConvNet, ImageClassifier
+from project.models.inputs import InputNormalization
+
+# -- the contract -------------------------------------------------------------------------
+
+
+def test_the_model_takes_uint8_images_or_floats_in_0_1_and_standardizes_them_itself():
+    torch.manual_seed(0)
+    model = ImageClassifier(
+        ConvNet(4, in_channels=3, widths=[8]), 4, mean=[0.2, 0.4, 0.6], std=[0.5] * 3
+    )
+    model.eval()
+    images = torch.randint(0, 256, (5, 3, 12, 12), dtype=torch.uint8)
+    with torch.no_grad():
+        from_uint8 = model(images)
+        from_float = model(images.float() / 255)
+        by_hand = model.net(
+            (images.float() / 255 - torch.tensor([0.2, 0.4, 0.6]).view(1, 3, 1, 1)) / 0.5
+        )
+    assert torch.allclose(from_uint8, from_float, atol=1e-6)
+    assert torch.allclose(from_uint8, by_hand, atol=1e-6)
+    # The statistics are buffers: they are in the state dict, and a fresh model takes them.
+    state = model.state_dict()
+    assert torch.equal(state["normalize.mean"].flatten(), torch.tensor([0.2, 0.4, 0.6]))
+    fresh = ImageClassifier(ConvNet(4, in_channels=3, widths=[8]), 4).eval()
+    assert not fresh.normalize.is_set
+    fresh.load_state_dict(state)
+    assert fresh.normalize.is_set
+    with torch.no_grad():
+        assert torch.equal(fresh(images), from_uint8)
+
+
+def test_wrong_inputs_and_missing_statistics_are_one_line_errors():
+    model = ImageClassifier(ConvNet(4, in_channels=3, widths=[8]), 4, mean=[0.5] * 3, std=[0.2] * 3)
+    with pytest.raises(
+        ValueError, match=r"^the model takes \(N, 3, H, W\) images, got shape \(2, 1, 8, 8\)$"
+    ):
+        model(torch.zeros(2, 1, 8, 8, dtype=torch.uint8))
+    with pytest.raises(TypeError, match=r"uint8 or float images, got torch\.int64"):
+        model(torch.zeros(2, 3, 8, 8, dtype=torch.int64))
+    unset = ImageClassifier(ConvNet(4, in_channels=1, widths=[8]), 4)
+    with pytest.raises(
+        ValueError, match=r"no input statistics: give model.init_args.mean and std"
+    ) as info:
+        unset(torch.zeros(2, 1, 8, 8, dtype=torch.uint8))
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match=r"one value per channel \(1\)"):
+        InputNormalization(1, [0.5, 0.5], [0.2, 0.2])
+    with pytest.raises(ValueError, match="must be positive"):
+        InputNormalization(1, [0.5], [0.0])
+
+
+def test_pretrained_weights_bring_their_own_statistics():
+    from fakes import write_torchvision_weights
+
+    from project.models import TorchvisionNet
+
+    weights = write_torchvision_weights("mobilenet_v3_small")
+    model = ImageClassifier(TorchvisionNet("mobilenet_v3_small", 4, weights=str(weights)), 4)
+    assert model.normalize.extra_repr() == "mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]"
+    given = TorchvisionNet("mobilenet_v3_small", 4, weights=str(weights))
+    assert ImageClassifier(given, 4, mean=[0.5] * 3, std=[0.5] * 3).normalize.extra_repr() == (
+        "mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5]"
+    )
+
+
+def test_a_checkpoint_from_before_the_model_held_its_statistics_still_loads(tmp_path: Path):
+    model = ImageClassifier(ConvNet(3, in_channels=1, widths=[8]), 3, mean=[0.3], std=[0.4])
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("normalize.")}
+    old = {
+        "state_dict": state,
+        "hyper_parameters": {"num_classes": 3, "channels": 1},
+        "DigitsDataModule": {"class_names": ["0", "1", "2"], "mean": [0.3], "std": [0.4]},
+        "pytorch-lightning_version": "2.6.0",
+    }
+    torch.save(old, tmp_path / "old.ckpt")
+    loaded = ImageClassifier.load_from_checkpoint(
+        tmp_path / "old.ckpt", net=ConvNet(3, in_channels=1, widths=[8])
+    )
+    assert loaded.normalize.extra_repr() == "mean=[0.3], std=[0.4]"
+
+
+# -- a checkpoint predicts alone ----------------------------------------------------------
+
+# Run in a fresh interpreter: the checkpoint and torchvision.io, no datamodule, no config.
+STANDALONE = """
+import csv, json, sys
+import torch
+from torchvision.io import ImageReadMode, decode_image
+import project.models as models
+
+checkpoint, table, kind = sys.argv[1:]
+model = getattr(models, kind).load_from_checkpoint(checkpoint, map_location="cpu").eval()
+mode = ImageReadMode.GRAY if model.normalize.channels == 1 else ImageReadMode.RGB
+rows = list(csv.DictReader(open(table)))
+images = torch.stack([decode_image(row["path"], mode=mode) for row in rows])
+with torch.no_grad():
+    probabilities = model(images).softmax(dim=1)
+names = model.class_names
+print(json.dumps({
+    "type": type(model).__name__,
+    "data_modules": sorted(m for m in sys.modules if m.startswith("project.data")),
+    "classes_agree": all(
+        names[int(p.argmax())] == row["predicted"] for p, row in zip(probabilities, rows)
+    ),
+    "largest_difference": max(
+        abs(float(row[name]) - float(value))
+        for p, row in zip(probabilities, rows)
+        for name, value in zip(names, p)
+    ),
+    "rows": len(rows),
+}))
+"""
+
+
+def _train_and_predict(variant: str, workdir: Path, teacher: Path) -> tuple[str, Path]:
+    configs = {
+        "ImageClassifier": ["--config=configs/default.yaml"],
+        "TransferClassifier": [
+            "--config=configs/experiments/digits-5to9-finetune.yaml",
+            f"--model.init_args.init_from={teacher}",
+        ],
+        "DistillationClassifier": [
+            "--config=configs/experiments/digits-distillation.yaml",
+            f"--model.init_args.teacher_checkpoint={teacher}",
+            '--data.init_args.classes=["0", "1", "2", "3", "4"]',
+        ],
+    }
+    trained = run_cli("fit", *configs[variant], *FAST)
+    best = trained.trainer.checkpoint_callback.best_model_path
+    predicted = run_cli("predict", *configs[variant], *FAST, f"--ckpt_path={best}")
+    writer = next(c for c in predicted.trainer.callbacks if hasattr(c, "written"))
+    return best, writer.written
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "variant", ["ImageClassifier", "TransferClassifier", "DistillationClassifier"]
+)
+def test_a_checkpoint_and_torchvision_io_give_what_predict_wrote(
+    variant: str, workdir: Path, digits_tree: Path, tmp_path_factory: pytest.TempPathFactory
+):
+    teacher = train_digits_0to4(tmp_path_factory.getbasetemp() / "digits-0to4", digits_tree)
+    checkpoint, table = _train_and_predict(variant, workdir, teacher)
+    with table.open() as file:
+        assert len(list(csv.DictReader(file))) == 128  # two batches of the test split
+    result = subprocess.run(
+        [sys.executable, "-c", STANDALONE, checkpoint, str(table), variant],
+        capture_output=True,
+        text=True,
+        cwd=workdir,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    import json
+
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["type"] == variant
+    assert report["data_modules"] == [], "the model needed the data code"
+    assert report["rows"] == 128 and report["classes_agree"]
+    # predictions.csv keeps six decimals.
+    assert report["largest_difference"] <= 1e-5
+
+
+# -- one way: data -> CLI -> model ---------------------------------------------------------
+
+
+def test_data_and_model_never_reach_each_other_through_the_trainer():
+    forbidden = {
+        "data": r"\.lightning_module\b|\bproject\.models\b",
+        "models": r"\.datamodule\b|\bproject\.data\b",
+        "losses": r"\.datamodule\b|\bproject\.data\b",
+    }
+    found = []
+    for package, pattern in forbidden.items():
+        for path in sorted((REPO / "project" / package).rglob("*.py")):
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                if re.search(pattern, line):
+                    found.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
+    assert found == []
+
+
+def test_the_cli_hands_the_data_s_statistics_and_class_counts_to_the_model(workdir: Path):
+    cli = run_cli(
+        "fit",
+        "--config=configs/experiments/longtail-weighted-ce.yaml",
+        *FAST,
+    )
+    mean, std = cli.datamodule.training_statistics()
+    assert cli.model.normalize.values() == InputNormalization(1, mean, std).values()
+    weights = cli.model.loss.class_weight
+    counts = torch.tensor(cli.datamodule.class_counts, dtype=torch.float64)
+    # Inverse-frequency weights: the rarest class weighs most.
+    assert int(weights.argmax()) == int(counts.argmin())
+    assert int(weights.argmin()) == int(counts.argmax())
