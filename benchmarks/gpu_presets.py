@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from benchmarks.harness import Row, argument_parser, device_name, finish, quiet_lightning
-from project.callbacks import ChannelsLast, TorchCompile
+from project.callbacks.speed import ChannelsLast, TorchCompile
 from project.models import ImageClassifier
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

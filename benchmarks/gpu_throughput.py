@@ -45,7 +45,7 @@ from benchmarks.harness import (
     quiet_lightning,
     write_report,
 )
-from project.callbacks import ChannelsLast, TorchCompile
+from project.callbacks.speed import ChannelsLast, TorchCompile
 from project.models import ImageClassifier
 
 MODELS: dict[str, Callable[..., nn.Module]] = {

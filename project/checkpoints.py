@@ -265,3 +265,15 @@ def network_difference(
     if missing:
         return f"{settings}it lacks {len(missing)} of this network's tensors ({missing[0]}, ...)"
     return f"{settings}it has {len(extra)} tensors this network lacks ({extra[0]}, ...)"
+
+
+def network_state(checkpoint: dict[str, Any], path: str | Path) -> dict[str, torch.Tensor]:
+    """The weights of the checkpoint's network (the ``net.`` entries, prefix removed)."""
+    state = {
+        key.removeprefix("net."): value
+        for key, value in checkpoint["state_dict"].items()
+        if key.startswith("net.")
+    }
+    if not state:
+        raise ValueError(f"{path} holds no network weights (no 'net.' entries in its state_dict)")
+    return state

@@ -153,3 +153,28 @@ def tensorboard_tags(log_dir: Path) -> tuple[set[str], set[str]]:
     events.Reload()
     tags = events.Tags()
     return set(tags["scalars"]), set(tags["images"])
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory, digits_tree: Path) -> Path:
+    """The last checkpoint of a short fit of the default config (the crafted ones start here)."""
+    folder = make_workdir(tmp_path_factory.mktemp("trained"), digits_tree)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        cli = run_cli("fit", "--config", "configs/default.yaml", *FAST, "--test_after_fit=false")
+    return folder / cli.trainer.checkpoint_callback.last_model_path
+
+
+@pytest.fixture
+def probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The probe module of ``crafted.py`` on ``sys.path``; yields the file it records in."""
+    import sys
+
+    from crafted import PROBE, PROBE_SOURCE
+
+    folder = tmp_path / "probe"
+    folder.mkdir()
+    (folder / f"{PROBE}.py").write_text(PROBE_SOURCE)
+    monkeypatch.syspath_prepend(str(folder))
+    yield folder / f"{PROBE}.ran"
+    sys.modules.pop(PROBE, None)

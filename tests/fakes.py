@@ -201,16 +201,18 @@ def write_template_checkpoint(
     (``net.*``), the input statistics (``normalize.*``) and the hyperparameters
     that describe the network.
     """
+    import importlib
+
     import torch
 
     from project.models import ImageClassifier
-    from project.models.distillation import rebuild_network
 
     init_args = dict(net.get("init_args") or {})
     init_args.update(num_classes=len(class_names), in_channels=len(mean))
     config = {"class_path": net["class_path"], "init_args": init_args}
     torch.manual_seed(0)
-    net_module = rebuild_network(config, str(path))
+    module_name, _, class_name = net["class_path"].rpartition(".")
+    net_module = getattr(importlib.import_module(module_name), class_name)(**init_args)
     module = ImageClassifier(net_module, len(class_names), mean=mean, std=std)
     path.parent.mkdir(parents=True, exist_ok=True)
     checkpoint = {

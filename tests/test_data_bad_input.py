@@ -10,11 +10,11 @@ import lightning.pytorch as L
 import numpy as np
 import pytest
 import torch
-from fakes import write_image_folder, write_labels_csv
+from fakes import write_image_folder
 from PIL import Image
 
 from project.callbacks import LinkDataToModel, PredictionWriter
-from project.data import CSVDataModule, ImageFolderDataModule
+from project.data import ImageFolderDataModule
 from project.models import ConvNet, ImageClassifier
 
 CLASSES = ("cat", "dog", "bird")
@@ -121,30 +121,6 @@ def test_training_on_a_messy_folder_runs_through_every_image(messy):
         warnings.simplefilter("ignore")
         trainer.fit(model, datamodule=datamodule)
     assert trainer.global_step == -(-len(datamodule.datasets["train"]) // 8)
-
-
-def test_csv_rows_with_missing_files_or_unknown_labels_are_reported(tmp_path: Path):
-    path = write_labels_csv(tmp_path)
-    with path.open("a", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["images/cat/999.png", "cat", ""])  # row 32: no such file
-        writer.writerow(["images/cat/000.png", "kangaroo", ""])  # row 33: not a class
-        writer.writerow(["images/dog/000.png", "", ""])  # row 34: no label
-    with warnings.catch_warnings(record=True) as record:
-        warnings.simplefilter("always")
-        datamodule = CSVDataModule(
-            csv_file=str(path), class_names=list(CLASSES), image_size=16, num_workers=0
-        )
-        datamodule.setup("fit")
-    message = skipped_warning(record)
-    assert "Skipped 3 samples" in message
-    assert "row 32" in message and "999.png" in message and "does not exist" in message
-    assert "row 33" in message and "unknown label 'kangaroo'" in message
-    assert "row 34" in message
-    assert sum(len(d) for d in datamodule.datasets.values()) == 30
-    strict = CSVDataModule(csv_file=str(path), class_names=list(CLASSES), strict=True)
-    with pytest.raises(ValueError, match=r"(?s)3 samples cannot be used.*row 32.*row 33.*row 34"):
-        strict.setup("fit")
 
 
 def test_prediction_skips_unreadable_files_and_lists_them(tmp_path: Path):

@@ -1,139 +1,23 @@
-"""Where images come from: CSV files, torchvision's datasets on disk, and class names end to end."""
+"""Class names end to end, and the grid of augmented training images."""
 
 from __future__ import annotations
 
 import csv
-import pickle
 from pathlib import Path
 
-import pytest
 import torch
 from conftest import FAST, run_cli, tensorboard_tags
-from fakes import write_cifar10, write_image_folder, write_labels_csv, write_mnist
+from fakes import write_image_folder
 
 from project.callbacks import PredictionWriter, TrainingImageGrid
-from project.data import CSVDataModule, ImageFolderDataModule, TorchvisionDataModule
+from project.data import ImageFolderDataModule
 
 CLASSES = ["bird", "cat", "dog"]
 
 # -- CSV --------------------------------------------------------------------------------------
 
 
-def test_csv_labels_name_the_classes_and_the_split_column_is_kept(tmp_path: Path):
-    path = write_labels_csv(tmp_path)  # rows 0-2 of each class are marked test
-    datamodule = CSVDataModule(csv_file=str(path), image_size=16, num_workers=0, val_fraction=0.2)
-    assert datamodule.class_names == CLASSES
-    datamodule.setup("fit")
-    test_names = {Path(p).name for p in datamodule.datasets["test"].paths}
-    assert test_names == {"000.png", "001.png", "002.png"}
-    assert len(datamodule.datasets["test"]) == 9
-    assert len(datamodule.datasets["val"]) + len(datamodule.datasets["train"]) == 21
-    image, target = datamodule.datasets["train"][0]
-    assert image.shape == (3, 16, 16) and 0 <= target < 3
-
-
-def test_csv_integer_labels_index_the_classes(tmp_path: Path):
-    source = write_labels_csv(tmp_path)
-    rows = list(csv.DictReader(source.open()))
-    numbered = tmp_path / "numbered.csv"
-    with numbered.open("w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["file", "class"])
-        for row in rows:
-            writer.writerow([row["path"], ["cat", "dog", "bird"].index(row["label"])])
-    plain = CSVDataModule(csv_file=str(numbered), path_column="file", label_column="class")
-    assert plain.class_names == ["0", "1", "2"]
-    named = CSVDataModule(
-        csv_file=str(numbered),
-        path_column="file",
-        label_column="class",
-        class_names=["cat", "dog", "bird"],
-        image_size=16,
-        num_workers=0,
-    )
-    named.setup("fit")
-    train = named.datasets["train"]
-    assert all(
-        f"/{named.class_names[t]}/" in p for p, t in zip(train.paths, train.targets, strict=True)
-    )
-
-
-def test_csv_without_the_named_columns_says_which_exist(tmp_path: Path):
-    path = tmp_path / "labels.csv"
-    path.write_text("filename,category\na.png,cat\n")
-    with pytest.raises(
-        ValueError, match=r"no column \['path', 'label'\].*\['filename', 'category'\]"
-    ):
-        CSVDataModule(csv_file=str(path))
-
-
 # -- torchvision datasets on disk -----------------------------------------------------------
-
-
-def test_mnist_files_are_read_as_torchvision_reads_them(tmp_path: Path):
-    from torchvision.datasets import MNIST
-
-    write_mnist(tmp_path, train=150, test=30)
-    datamodule = TorchvisionDataModule(name="MNIST", root=str(tmp_path), num_workers=0)
-    assert datamodule.channels == 1 and datamodule.class_names == [str(d) for d in range(10)]
-    datamodule.setup("fit")
-    assert len(datamodule.datasets["train"]) + len(datamodule.datasets["val"]) == 150
-    assert len(datamodule.datasets["test"]) == 30
-    reference = MNIST(str(tmp_path), train=False, download=False)
-    test = datamodule.datasets["test"]
-    assert torch.equal(test.image(7)[0], reference.data[7])
-    assert test.targets[7] == int(reference.targets[7])
-    assert datamodule.datasets["train"][0][0].shape == (1, 28, 28)
-    rgb = TorchvisionDataModule(name="MNIST", root=str(tmp_path), channels=3, num_workers=0)
-    rgb.setup("fit")
-    assert rgb.datasets["test"].image(7).shape == (3, 28, 28)
-
-
-def test_cifar_batches_are_read_with_their_pixel_layout(tmp_path: Path):
-    folder = write_cifar10(tmp_path, per_batch=30)
-    datamodule = TorchvisionDataModule(name="CIFAR10", root=str(tmp_path), num_workers=0)
-    assert datamodule.channels == 3 and datamodule.class_names[0] == "airplane"
-    datamodule.setup("fit")
-    with (folder / "test_batch").open("rb") as file:
-        entry = pickle.load(file, encoding="latin1")
-    test = datamodule.datasets["test"]
-    assert torch.equal(test.image(4), torch.from_numpy(entry["data"][4].reshape(3, 32, 32)))
-    assert test.targets[4] == entry["labels"][4]
-    assert len(datamodule.datasets["train"]) + len(datamodule.datasets["val"]) == 150
-
-
-def test_missing_dataset_files_say_which_and_where_to_get_them(tmp_path: Path):
-    datamodule = TorchvisionDataModule(name="CIFAR10", root=str(tmp_path))
-    with pytest.raises(FileNotFoundError) as error:
-        datamodule.prepare_data()
-    message = str(error.value)
-    assert str(tmp_path / "cifar-10-batches-py" / "data_batch_1") in message
-    assert "data.download: true" in message and "cifar-10-python.tar.gz" in message
-    mnist = TorchvisionDataModule(name="FashionMNIST", root=str(tmp_path))
-    with pytest.raises(FileNotFoundError, match=r"FashionMNIST/raw/train-images-idx3-ubyte"):
-        mnist.setup("fit")
-
-
-def test_download_offline_fails_with_the_manual_route(tmp_path: Path):
-    datamodule = TorchvisionDataModule(name="CIFAR10", root=str(tmp_path), download=True)
-    with pytest.raises(RuntimeError, match=r"downloading CIFAR10 failed .* extract it into"):
-        datamodule.prepare_data()
-
-
-def test_a_tampered_cifar_file_cannot_run_code(tmp_path: Path):
-    folder = write_cifar10(tmp_path, per_batch=30)
-
-    class Payload:
-        def __reduce__(self):
-            return (print, ("this ran",))
-
-    with (folder / "test_batch").open("wb") as file:
-        pickle.dump({"data": Payload(), "labels": [0]}, file, protocol=2)
-    datamodule = TorchvisionDataModule(name="CIFAR10", root=str(tmp_path), num_workers=0)
-    with pytest.raises(
-        pickle.UnpicklingError, match=r"refusing to load (__builtin__|builtins)\.print"
-    ):
-        datamodule.setup("fit")
 
 
 # -- what the model sees -------------------------------------------------------------------

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import FAST, run_cli
+from crafted import assert_names, assert_nothing_ran, craft
 from fakes import train_digits_0to4, write_template_checkpoint
+from test_model_inputs import assert_a_checkpoint_predicts_alone
 from torch import nn
 
-from project.losses import DistillationLoss
-from project.models import ConvNet, DistillationClassifier
+from project.checkpoints import CheckpointError
+from project.losses.distillation import DistillationLoss
+from project.models import ConvNet
+from project.models.distillation import DistillationClassifier
 
 TEACHER_NET = {"class_path": "project.models.ConvNet", "init_args": {"widths": [8, 16]}}
 DIGITS = [str(d) for d in range(10)]
@@ -119,3 +126,92 @@ def test_a_student_learns_from_the_teacher_alone_and_saves_only_itself(
     assert all(torch.equal(before[f"net.{k}"], v) for k, v in after.items())
     best = torch.load(cli.trainer.checkpoint_callback.best_model_path, weights_only=True)
     assert not [k for k in best["state_dict"] if k.startswith("teacher.")]
+
+
+# -- the loss ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 4, generator=generator) * 3
+    targets = torch.tensor([0, 1, 2, 3, 0, 1])
+    return logits, targets, torch.softmax(torch.randn(6, 4, generator=generator), dim=1)
+
+
+def test_distillation_at_temperature_1_and_alpha_1_is_the_kl_of_softmaxes(batch):
+    student, targets, _ = batch
+    teacher = torch.randn(6, 4, generator=torch.Generator().manual_seed(1))
+    expected = F.kl_div(
+        F.log_softmax(student, dim=1), F.softmax(teacher, dim=1), reduction="batchmean"
+    )
+    loss = DistillationLoss(temperature=1.0, alpha=1.0)
+    torch.testing.assert_close(loss(student, targets, teacher), expected)
+
+
+def test_distillation_value_computed_by_hand():
+    # Teacher (ln 9, 0) at T=2 gives (3/4, 1/4); the student is uniform.
+    # KL = 3/4 ln(3/2) + 1/4 ln(1/2) = 0.130812, times T^2 = 0.523248;
+    # the hard term is ln 2 for class 0. Half and half: 0.608198.
+    loss = DistillationLoss(temperature=2.0, alpha=0.5)
+    value = loss(torch.zeros(1, 2), torch.tensor([0]), torch.tensor([[math.log(9.0), 0.0]]))
+    assert value.item() == pytest.approx(0.608198, abs=1e-6)
+    assert loss.last_terms["soft"].item() == pytest.approx(0.523248, abs=1e-6)
+    assert loss.last_terms["hard"].item() == pytest.approx(math.log(2), abs=1e-6)
+
+
+def test_distillation_gradcheck_and_no_gradient_to_the_teacher(batch):
+    student, targets, _ = batch
+    student = student.double().requires_grad_()
+    teacher = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    loss = DistillationLoss(temperature=3.0, alpha=0.7, hard_loss=nn.CrossEntropyLoss())
+    assert torch.autograd.gradcheck(lambda s: loss(s, targets, teacher), (student,))
+    loss(student, targets, teacher).backward()
+    assert teacher.grad is None
+
+
+def test_distillation_names_both_shapes_on_mismatch():
+    with pytest.raises(ValueError, match=re.escape("student (4, 3), teacher (4, 5)")):
+        DistillationLoss()(torch.randn(4, 3), torch.zeros(4, dtype=torch.long), torch.randn(4, 5))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_the_loss_is_finite_at_extreme_logits_under_autocast(dtype):
+    big = torch.tensor(
+        [[1e4, -1e4, -1e4, 0.0], [-1e4, 1e4, 0.0, -1e4], [1e4, 1e4, 1e4, 1e4]],
+        requires_grad=True,
+    )
+    with torch.autocast("cpu", dtype=dtype):
+        logits = big.to(dtype)
+        value = DistillationLoss(temperature=2.0)(logits, torch.tensor([0, 0, 2]), logits.flip(0))
+    assert torch.isfinite(value).all()
+    (grad,) = torch.autograd.grad(value, big)
+    assert torch.isfinite(grad).all()
+
+
+def test_the_teacher_builds_nothing_a_checkpoint_names(trained: Path, probe: Path, tmp_path: Path):
+    student = ConvNet(10, in_channels=1, widths=[8, 16])
+    crafted = craft(trained, "net", probe, tmp_path / "crafted.ckpt")
+    with pytest.raises(CheckpointError) as error:
+        DistillationClassifier(student, 10, str(crafted))
+    assert "teacher_checkpoint" in str(error.value)
+    assert_names(str(error.value), crafted, "net")
+    pickled = craft(trained, "pickled", probe, tmp_path / "pickled.ckpt")
+    with pytest.raises(CheckpointError) as error:
+        DistillationClassifier(student, 10, str(pickled))
+    assert_names(str(error.value), pickled, "pickled")
+    assert_nothing_ran(probe)
+
+
+@pytest.mark.slow
+def test_a_student_checkpoint_predicts_alone(
+    workdir: Path, digits_tree: Path, tmp_path_factory: pytest.TempPathFactory
+):
+    teacher = train_digits_0to4(tmp_path_factory.getbasetemp() / "digits-0to4", digits_tree)
+    config = [
+        "--config=configs/experiments/digits-distillation.yaml",
+        f"--model.init_args.teacher_checkpoint={teacher}",
+        '--data.init_args.classes=["0", "1", "2", "3", "4"]',
+    ]
+    kind = "project.models.distillation.DistillationClassifier"
+    assert_a_checkpoint_predicts_alone(kind, config, workdir)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 import pytest
@@ -13,17 +12,11 @@ from conftest import FAST, run_cli
 from torch import nn
 from torchvision.ops import sigmoid_focal_loss
 
-from project.losses import (
-    DistillationLoss,
-    FocalLoss,
-    LabelSmoothingCrossEntropy,
-    PolyLoss,
-    SigmoidFocalLoss,
-    WeightedCrossEntropy,
-    WeightedSum,
-    class_weights_from_counts,
-)
-from project.losses.weighted_sum import weight_at
+from project.losses.base import class_weights_from_counts
+from project.losses.cross_entropy import PolyLoss, WeightedCrossEntropy
+from project.losses.focal import FocalLoss, SigmoidFocalLoss
+from project.losses.weighted_sum import WeightedSum, weight_at
+from project.models.inputs import InputNormalization
 
 REDUCTIONS = ["mean", "sum", "none"]
 WEIGHT = [1.0, 2.0, 0.5, 3.0]
@@ -32,14 +25,13 @@ WEIGHT = [1.0, 2.0, 0.5, 3.0]
 CROSS_ENTROPY_FORMS = {
     "focal gamma 0": lambda **kw: FocalLoss(gamma=0.0, **kw),
     "poly epsilon 0": lambda **kw: PolyLoss(epsilon=0.0, **kw),
-    "label smoothing 0": lambda **kw: LabelSmoothingCrossEntropy(smoothing=0.0, **kw),
     "weighted, no weights": lambda **kw: WeightedCrossEntropy(weight=None, **kw),
 }
 
 # Every (logits, targets) loss in a typical setting.
 LOSSES = {
     "weighted ce": lambda **kw: WeightedCrossEntropy(weight=WEIGHT, label_smoothing=0.1, **kw),
-    "label smoothing": lambda **kw: LabelSmoothingCrossEntropy(smoothing=0.2, **kw),
+    "label smoothing": lambda **kw: WeightedCrossEntropy(weight=None, label_smoothing=0.2, **kw),
     "focal": lambda **kw: FocalLoss(gamma=2.0, alpha=WEIGHT, **kw),
     "focal gamma 0.5": lambda **kw: FocalLoss(gamma=0.5, **kw),
     "poly": lambda **kw: PolyLoss(epsilon=1.0, **kw),
@@ -83,10 +75,8 @@ def test_weighted_and_smoothed_ce_equal_pytorch_normalisation_included(smoothing
     )
     ours = WeightedCrossEntropy(weight=WEIGHT, label_smoothing=smoothing, reduction=reduction)
     torch.testing.assert_close(ours(logits, targets), expected)
-    smoothed = LabelSmoothingCrossEntropy(smoothing=smoothing, weight=WEIGHT, reduction=reduction)
-    torch.testing.assert_close(smoothed(logits, targets), expected)
     torch.testing.assert_close(
-        smoothed(logits, soft),
+        ours(logits, soft),
         F.cross_entropy(
             logits, soft, weight=weight, label_smoothing=smoothing, reduction=reduction
         ),
@@ -122,22 +112,23 @@ def test_sigmoid_focal_matches_torchvision(alpha, gamma, reduction, batch):
         torch.testing.assert_close(ours, theirs)
 
 
+def test_sigmoid_focal_stays_finite_where_torchvision_s_gradient_is_nan():
+    # Why SigmoidFocalLoss does not call torchvision: at a saturated logit with
+    # gamma < 1, (1 - p_t) ** gamma has an infinite derivative.
+    logits = torch.tensor([[40.0, -40.0]], requires_grad=True)
+    labels = torch.tensor([[1.0, 0.0]])
+    (theirs,) = torch.autograd.grad(sigmoid_focal_loss(logits, labels, gamma=0.5).sum(), logits)
+    (ours,) = torch.autograd.grad(SigmoidFocalLoss(gamma=0.5)(logits, labels), logits)
+    assert not torch.isfinite(theirs).all()
+    assert torch.isfinite(ours).all()
+
+
 def test_sigmoid_focal_class_indices_are_one_hot_rows(batch):
     logits, targets, _ = batch
     kept = targets != -100
     one_hot = F.one_hot(targets[kept], 4).float()
     expected = sigmoid_focal_loss(logits[kept], one_hot, reduction="mean")
     torch.testing.assert_close(SigmoidFocalLoss()(logits, targets), expected)
-
-
-def test_distillation_at_temperature_1_and_alpha_1_is_the_kl_of_softmaxes(batch):
-    student, targets, _ = batch
-    teacher = torch.randn(6, 4, generator=torch.Generator().manual_seed(1))
-    expected = F.kl_div(
-        F.log_softmax(student, dim=1), F.softmax(teacher, dim=1), reduction="batchmean"
-    )
-    loss = DistillationLoss(temperature=1.0, alpha=1.0)
-    torch.testing.assert_close(loss(student, targets, teacher), expected)
 
 
 # -- hand-computed values ------------------------------------------------------------------
@@ -154,23 +145,15 @@ HAND_TARGET = torch.tensor([1])
         (FocalLoss(gamma=2.0), 0.25**2 * -math.log(0.75)),  # 0.01798
         (PolyLoss(epsilon=1.0), -math.log(0.75) + 0.25),  # 0.53768
         # Smoothed target (0.1, 0.9): -(0.1 ln 1/4 + 0.9 ln 3/4) = 0.39754
-        (LabelSmoothingCrossEntropy(smoothing=0.2), -(0.1 * math.log(0.25) + 0.9 * math.log(0.75))),
+        (
+            WeightedCrossEntropy(weight=None, label_smoothing=0.2),
+            -(0.1 * math.log(0.25) + 0.9 * math.log(0.75)),
+        ),
     ],
     ids=["ce", "focal", "poly", "label smoothing"],
 )
 def test_values_computed_by_hand(loss, expected):
     assert loss(HAND_LOGITS, HAND_TARGET).item() == pytest.approx(expected, rel=1e-6)
-
-
-def test_distillation_value_computed_by_hand():
-    # Teacher (ln 9, 0) at T=2 gives (3/4, 1/4); the student is uniform.
-    # KL = 3/4 ln(3/2) + 1/4 ln(1/2) = 0.130812, times T^2 = 0.523248;
-    # the hard term is ln 2 for class 0. Half and half: 0.608198.
-    loss = DistillationLoss(temperature=2.0, alpha=0.5)
-    value = loss(torch.zeros(1, 2), torch.tensor([0]), torch.tensor([[math.log(9.0), 0.0]]))
-    assert value.item() == pytest.approx(0.608198, abs=1e-6)
-    assert loss.last_terms["soft"].item() == pytest.approx(0.523248, abs=1e-6)
-    assert loss.last_terms["hard"].item() == pytest.approx(math.log(2), abs=1e-6)
 
 
 def test_class_weights_computed_by_hand():
@@ -215,21 +198,11 @@ def test_gradcheck_in_float64(name, soft_targets, batch):
     assert torch.autograd.gradcheck(lambda x: loss(x, target), (logits,))
 
 
-def test_distillation_gradcheck_and_no_gradient_to_the_teacher(batch):
-    student, targets, _ = batch
-    student = student.double().requires_grad_()
-    teacher = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
-    loss = DistillationLoss(temperature=3.0, alpha=0.7, hard_loss=nn.CrossEntropyLoss())
-    assert torch.autograd.gradcheck(lambda s: loss(s, targets, teacher), (student,))
-    loss(student, targets, teacher).backward()
-    assert teacher.grad is None
-
-
 # -- stability at extreme logits -----------------------------------------------------------
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("name", [*LOSSES, "distillation"])
+@pytest.mark.parametrize("name", LOSSES)
 def test_finite_at_extreme_logits_under_autocast(name, dtype):
     # Row 0: the target's logit is +1e4 (probability exactly 1); row 1: it is
     # -1e4 against +1e4 (a loss of about 2e4); row 2: all equal.
@@ -241,11 +214,8 @@ def test_finite_at_extreme_logits_under_autocast(name, dtype):
     soft = torch.tensor([[1.0, 0, 0, 0], [0.5, 0, 0.5, 0], [0.25] * 4])
     with torch.autocast("cpu", dtype=dtype):
         logits = big.to(dtype)
-        if name == "distillation":
-            values = [DistillationLoss(temperature=2.0)(logits, hard, logits.flip(0))]
-        else:
-            loss = LOSSES[name]()
-            values = [loss(logits, hard), loss(logits, soft)]
+        loss = LOSSES[name]()
+        values = [loss(logits, hard), loss(logits, soft)]
     for value in values:
         assert torch.isfinite(value).all(), f"{name}: loss {value}"
         (grad,) = torch.autograd.grad(value, big)
@@ -327,11 +297,6 @@ def test_mismatched_inputs_raise_naming_both_shapes(name, logits_shape, targets,
     assert f"targets {tuple(targets.shape)}" in message
 
 
-def test_distillation_names_both_shapes_on_mismatch():
-    with pytest.raises(ValueError, match=re.escape("student (4, 3), teacher (4, 5)")):
-        DistillationLoss()(torch.randn(4, 3), torch.zeros(4, dtype=torch.long), torch.randn(4, 5))
-
-
 def test_bad_settings_are_refused_with_the_value():
     with pytest.raises(ValueError, match="'avg'"):
         FocalLoss(reduction="avg")
@@ -370,12 +335,12 @@ def test_training_fills_weights_from_the_data_and_logs_each_term(workdir: Path):
 model:
   init_args:
     loss:
-      class_path: project.losses.WeightedSum
+      class_path: project.losses.weighted_sum.WeightedSum
       init_args:
         terms:
           ce: {class_path: torch.nn.CrossEntropyLoss}
           weighted:
-            class_path: project.losses.WeightedCrossEntropy
+            class_path: project.losses.cross_entropy.WeightedCrossEntropy
             init_args: {weight: inverse_frequency}
         weights:
           ce: {0: 1.0, 1: 0.0}
@@ -403,3 +368,18 @@ model:
     torch.testing.assert_close(
         checkpoint["state_dict"]["loss.terms.weighted.class_weight"], expected
     )
+
+
+def test_the_cli_hands_the_class_counts_and_statistics_to_the_model_and_its_loss(workdir: Path):
+    cli = run_cli(
+        "fit",
+        "--config=configs/experiments/longtail-weighted-ce.yaml",
+        *FAST,
+    )
+    mean, std = cli.datamodule.training_statistics()
+    assert cli.model.normalize.values() == InputNormalization(1, mean, std).values()
+    weights = cli.model.loss.class_weight
+    counts = torch.tensor(cli.datamodule.class_counts, dtype=torch.float64)
+    # Inverse-frequency weights: the rarest class weighs most.
+    assert int(weights.argmax()) == int(counts.argmin())
+    assert int(weights.argmin()) == int(counts.argmax())

@@ -1,4 +1,4 @@
-"""Networks: the CNNs trained from scratch and torchvision models with a new head."""
+"""Networks: the CNNs trained from scratch; the metrics of ImageClassifier."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import torch
 from conftest import FAST, run_cli
 from torch import nn
 
-from project.models import BasicBlock, ConvNet, ResNet, TorchvisionNet
-from project.models.backbones import find_head
+from project.models import BasicBlock, ConvNet, ResNet
 
 
 @pytest.mark.parametrize("size", [8, 28, 32])
@@ -69,55 +68,6 @@ def test_resnet_learns_the_digits(workdir):
 
 
 # -- torchvision models ----------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("name", "head", "size"),
-    [
-        ("resnet50", "fc", 224),
-        ("efficientnet_b0", "classifier.1", 224),
-        ("mobilenet_v3_large", "classifier.3", 224),
-        ("convnext_tiny", "classifier.2", 224),
-        ("vit_b_16", "heads.head", 224),
-        ("squeezenet1_1", "classifier.1", 224),
-        ("inception_v3", "fc", 299),
-    ],
-)
-def test_any_torchvision_head_is_replaced_for_the_class_count(name: str, head: str, size: int):
-    # The meta device builds shapes without memory or time.
-    with torch.device("meta"):
-        net = TorchvisionNet(name, num_classes=7)
-        net.train()  # inception returns (logits, aux logits) in training
-        logits = net(torch.zeros(2, 3, size, size))
-    assert logits.shape == (2, 7)
-    assert find_head(net.body)[0] == head
-
-
-def test_head_dropout_is_added_on_request():
-    with torch.device("meta"):
-        net = TorchvisionNet("resnet18", num_classes=4, dropout=0.3)
-    assert isinstance(net.body.fc[0], nn.Dropout) and net.body.fc[0].p == 0.3
-    assert net.body.fc[1].out_features == 4
-
-
-def test_grayscale_input_sums_the_pretrained_rgb_filters(tmp_path):
-    torch.manual_seed(0)
-    source = TorchvisionNet("resnet18", num_classes=1000)
-    file = tmp_path / "resnet18.pth"
-    torch.save(source.body.state_dict(), file)
-    rgb = TorchvisionNet("resnet18", num_classes=5, weights=str(file)).eval()
-    gray = TorchvisionNet("resnet18", num_classes=5, in_channels=1, weights=str(file)).eval()
-    rgb.body.fc = gray.body.fc = nn.Identity()
-    image = torch.randn(2, 1, 64, 64)
-    # The adapted network sees a gray image as the RGB one sees it repeated 3 times.
-    assert torch.allclose(gray(image), rgb(image.expand(-1, 3, -1, -1)), atol=1e-5)
-
-
-def test_unknown_model_names_get_suggestions():
-    with pytest.raises(ValueError, match="did you mean resnet50"):
-        TorchvisionNet("resnet_50", num_classes=3)
-    with pytest.raises(ValueError, match=r"IMAGENET1K_V1.*IMAGENET1K_V2"):
-        TorchvisionNet("resnet50", num_classes=3, weights="IMAGENET22K")
 
 
 def test_epoch_metrics_count_every_batch_exactly_once(tmp_path):

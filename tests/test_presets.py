@@ -20,13 +20,13 @@ from conftest import DISTRIBUTED_ENV, FAST, REPO, run_cli
 from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from project.callbacks import (
-    PlainProgress,
+from project.callbacks import PlainProgress
+from project.callbacks.progress import progress_bar_for
+from project.callbacks.tuning import (
     PlottedLearningRateFinder,
     ScheduledBatchSizeFinder,
+    steepest_descent,
 )
-from project.callbacks.progress import progress_bar_for
-from project.callbacks.tuning import steepest_descent
 
 DEFAULT = ["--config", "configs/default.yaml"]
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]

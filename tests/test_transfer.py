@@ -9,12 +9,20 @@ import lightning.pytorch as L
 import pytest
 import torch
 from conftest import FAST, run_cli
+from crafted import CRAFTED, assert_loader_refuses, assert_names, assert_nothing_ran, craft
 from fakes import train_digits_0to4, write_template_checkpoint, write_torchvision_weights
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from test_model_inputs import assert_a_checkpoint_predicts_alone
+from torch import nn
 
-from project.callbacks import ChannelsLast, LinkDataToModel, StagedUnfreeze, TorchCompile
+from project.callbacks import LinkDataToModel
+from project.callbacks.finetuning import StagedUnfreeze
+from project.callbacks.speed import ChannelsLast, TorchCompile
+from project.checkpoints import CheckpointError
 from project.data import DigitsDataModule
-from project.models import ConvNet, ImageClassifier, TorchvisionNet, TransferClassifier
+from project.models import ConvNet, ImageClassifier
+from project.models.backbones import TorchvisionNet, find_head
+from project.models.transfer import TransferClassifier
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 DIGITS_NET = {"class_path": "project.models.ConvNet", "init_args": {"widths": [8, 16]}}
@@ -288,3 +296,104 @@ def test_fine_tuning_from_digits_0_to_4_beats_scratch_on_5_to_9_with_10_labels_e
         )
         accuracy[name] = float(cli.trainer.callback_metrics["test/acc"])
     assert accuracy["finetune"] > accuracy["scratch"] + 0.05, accuracy
+
+
+# -- a checkpoint is data ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", sorted(CRAFTED))
+def test_the_transfer_loader_refuses_a_crafted_checkpoint(
+    case: str, trained: Path, probe: Path, tmp_path: Path
+):
+    assert_loader_refuses(TransferClassifier, case, trained, probe, tmp_path)
+
+
+def test_init_from_builds_nothing_a_checkpoint_names(trained: Path, probe: Path, tmp_path: Path):
+    # init_from takes only weights and class names: nothing in its settings is built.
+    crafted = craft(trained, "net", probe, tmp_path / "crafted.ckpt")
+    net = ConvNet(10, in_channels=1, widths=[32, 64, 128])
+    model = TransferClassifier(net, 10, init_from=str(crafted))
+    saved = torch.load(trained, map_location="cpu", weights_only=True)["state_dict"]
+    assert torch.equal(model.net.features[0].weight, saved["net.features.0.weight"])
+    assert_nothing_ran(probe)
+    pickled = craft(trained, "pickled", probe, tmp_path / "pickled.ckpt")
+    with pytest.raises(CheckpointError) as error:
+        TransferClassifier(net, 10, init_from=str(pickled))
+    assert_names(str(error.value), pickled, "pickled")
+    assert_nothing_ran(probe)
+
+
+# -- torchvision networks ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "head", "size"),
+    [
+        ("resnet50", "fc", 224),
+        ("efficientnet_b0", "classifier.1", 224),
+        ("mobilenet_v3_large", "classifier.3", 224),
+        ("convnext_tiny", "classifier.2", 224),
+        ("vit_b_16", "heads.head", 224),
+        ("squeezenet1_1", "classifier.1", 224),
+        ("inception_v3", "fc", 299),
+    ],
+)
+def test_any_torchvision_head_is_replaced_for_the_class_count(name: str, head: str, size: int):
+    # The meta device builds shapes without memory or time.
+    with torch.device("meta"):
+        net = TorchvisionNet(name, num_classes=7)
+        net.train()  # inception returns (logits, aux logits) in training
+        logits = net(torch.zeros(2, 3, size, size))
+    assert logits.shape == (2, 7)
+    assert find_head(net.body)[0] == head
+
+
+def test_head_dropout_is_added_on_request():
+    with torch.device("meta"):
+        net = TorchvisionNet("resnet18", num_classes=4, dropout=0.3)
+    assert isinstance(net.body.fc[0], nn.Dropout) and net.body.fc[0].p == 0.3
+    assert net.body.fc[1].out_features == 4
+
+
+def test_grayscale_input_sums_the_pretrained_rgb_filters(tmp_path):
+    torch.manual_seed(0)
+    source = TorchvisionNet("resnet18", num_classes=1000)
+    file = tmp_path / "resnet18.pth"
+    torch.save(source.body.state_dict(), file)
+    rgb = TorchvisionNet("resnet18", num_classes=5, weights=str(file)).eval()
+    gray = TorchvisionNet("resnet18", num_classes=5, in_channels=1, weights=str(file)).eval()
+    rgb.body.fc = gray.body.fc = nn.Identity()
+    image = torch.randn(2, 1, 64, 64)
+    # The adapted network sees a gray image as the RGB one sees it repeated 3 times.
+    assert torch.allclose(gray(image), rgb(image.expand(-1, 3, -1, -1)), atol=1e-5)
+
+
+def test_unknown_model_names_get_suggestions():
+    with pytest.raises(ValueError, match="did you mean resnet50"):
+        TorchvisionNet("resnet_50", num_classes=3)
+    with pytest.raises(ValueError, match=r"IMAGENET1K_V1.*IMAGENET1K_V2"):
+        TorchvisionNet("resnet50", num_classes=3, weights="IMAGENET22K")
+
+
+def test_pretrained_weights_bring_their_own_statistics():
+    weights = write_torchvision_weights("mobilenet_v3_small")
+    model = ImageClassifier(TorchvisionNet("mobilenet_v3_small", 4, weights=str(weights)), 4)
+    assert model.normalize.extra_repr() == "mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]"
+    given = TorchvisionNet("mobilenet_v3_small", 4, weights=str(weights))
+    assert ImageClassifier(given, 4, mean=[0.5] * 3, std=[0.5] * 3).normalize.extra_repr() == (
+        "mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5]"
+    )
+
+
+@pytest.mark.slow
+def test_a_fine_tuned_checkpoint_predicts_alone(
+    workdir: Path, digits_tree: Path, tmp_path_factory: pytest.TempPathFactory
+):
+    pretrained = train_digits_0to4(tmp_path_factory.getbasetemp() / "digits-0to4", digits_tree)
+    config = [
+        "--config=configs/experiments/digits-5to9-finetune.yaml",
+        f"--model.init_args.init_from={pretrained}",
+    ]
+    assert_a_checkpoint_predicts_alone(
+        "project.models.transfer.TransferClassifier", config, workdir
+    )

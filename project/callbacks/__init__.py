@@ -1,6 +1,11 @@
-"""Callbacks for what Lightning does not do itself."""
+"""The callbacks of every run: safe checkpoints and stops, data facts, progress, reports.
 
-from project.callbacks.averaging import EMAWeights
+Optional callbacks are leaves, imported from their own modules:
+``project.callbacks.averaging`` (EMA), ``project.callbacks.finetuning``
+(staged unfreezing), ``project.callbacks.speed`` (channels-last, compile),
+``project.callbacks.tuning`` (learning-rate and batch-size finders).
+"""
+
 from project.callbacks.checkpointing import (
     AtomicCheckpointIO,
     CheckpointWriteError,
@@ -8,31 +13,22 @@ from project.callbacks.checkpointing import (
     SaveOnInterrupt,
     TrainingInterrupted,
 )
-from project.callbacks.finetuning import StagedUnfreeze
 from project.callbacks.images import TrainingImageGrid
 from project.callbacks.linking import LinkDataToModel
 from project.callbacks.nonfinite import NonFiniteLossError, StopOnNonFiniteLoss
 from project.callbacks.predictions import PredictionWriter
 from project.callbacks.progress import PlainProgress
-from project.callbacks.speed import ChannelsLast, TorchCompile
-from project.callbacks.tuning import PlottedLearningRateFinder, ScheduledBatchSizeFinder
 
 __all__ = [
     "AtomicCheckpointIO",
-    "ChannelsLast",
     "CheckpointWriteError",
-    "EMAWeights",
     "LinkDataToModel",
     "NonFiniteLossError",
     "PlainProgress",
-    "PlottedLearningRateFinder",
     "PredictionWriter",
     "RunDirectoryError",
     "SaveOnInterrupt",
-    "ScheduledBatchSizeFinder",
-    "StagedUnfreeze",
     "StopOnNonFiniteLoss",
-    "TorchCompile",
     "TrainingImageGrid",
     "TrainingInterrupted",
 ]

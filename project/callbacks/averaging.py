@@ -24,7 +24,7 @@ class EMAWeights(EMAWeightAveraging):
 
         trainer:
           callbacks+:
-            - class_path: project.callbacks.EMAWeights
+            - class_path: project.callbacks.averaging.EMAWeights
               init_args:
                 decay: 0.99
 

@@ -11,7 +11,7 @@ from torch.optim import Optimizer
 
 
 class StagedUnfreeze(BaseFinetuning):
-    """Unfreezes a :class:`~project.models.TransferClassifier`'s network stage by stage.
+    """Unfreezes a :class:`~project.models.transfer.TransferClassifier`'s network stage by stage.
 
     Before the first milestone the model's own ``trainable`` applies (``head``
     for the classic recipe). From each milestone epoch on, the network trains
@@ -24,7 +24,7 @@ class StagedUnfreeze(BaseFinetuning):
 
     Example (head for 3 epochs, then ``layer4`` too, from epoch 6 everything)::
 
-        - class_path: project.callbacks.StagedUnfreeze
+        - class_path: project.callbacks.finetuning.StagedUnfreeze
           init_args:
             schedule: {3: layer4, 6: all}
 
@@ -55,7 +55,7 @@ class StagedUnfreeze(BaseFinetuning):
         if not callable(getattr(pl_module, "set_trainable", None)):
             raise TypeError(
                 f"StagedUnfreeze needs a model with stages to unfreeze "
-                f"(project.models.TransferClassifier), not {type(pl_module).__name__}"
+                f"(project.models.transfer.TransferClassifier), not {type(pl_module).__name__}"
             )
         if stage == "fit" and trainer.world_size > 1:
             raise ValueError(

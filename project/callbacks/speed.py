@@ -25,7 +25,7 @@ class TorchCompile(Callback):
 
         trainer:
           callbacks+:
-            - class_path: project.callbacks.TorchCompile
+            - class_path: project.callbacks.speed.TorchCompile
 
     Args:
         mode: ``default``; ``reduce-overhead`` (CUDA graphs: small batches);
@@ -74,7 +74,7 @@ class ChannelsLast(Callback):
 
         trainer:
           callbacks+:
-            - class_path: project.callbacks.ChannelsLast
+            - class_path: project.callbacks.speed.ChannelsLast
     """
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

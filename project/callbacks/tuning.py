@@ -90,7 +90,7 @@ class PlottedLearningRateFinder(LearningRateFinder):
 
         trainer:
           callbacks+:
-            - class_path: project.callbacks.PlottedLearningRateFinder
+            - class_path: project.callbacks.tuning.PlottedLearningRateFinder
 
     Args:
         min_lr: Rate the sweep starts at.
@@ -190,7 +190,7 @@ class ScheduledBatchSizeFinder(BatchSizeFinder):
 
         trainer:
           callbacks+:
-            - class_path: project.callbacks.ScheduledBatchSizeFinder
+            - class_path: project.callbacks.tuning.ScheduledBatchSizeFinder
 
     Args:
         mode: ``power`` (double until failure) or ``binsearch`` (then bisect).

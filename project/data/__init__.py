@@ -1,15 +1,12 @@
-"""Where images come from: one DataModule base and its sources."""
+"""Where images come from: the DataModule base, image folders and the embedded digits.
 
-from project.data.csv import CSVDataModule
+Other sources are leaves, imported from their own modules: ``project.data.csv``
+(a CSV of paths and labels), ``project.data.torchvision_sources`` (MNIST,
+FashionMNIST, CIFAR-10).
+"""
+
 from project.data.datamodule import ImageDataModule
 from project.data.digits import DigitsDataModule
 from project.data.folder import ImageFolderDataModule
-from project.data.torchvision_sources import TorchvisionDataModule
 
-__all__ = [
-    "CSVDataModule",
-    "DigitsDataModule",
-    "ImageDataModule",
-    "ImageFolderDataModule",
-    "TorchvisionDataModule",
-]
+__all__ = ["DigitsDataModule", "ImageDataModule", "ImageFolderDataModule"]

@@ -1,4 +1,9 @@
-"""Cross-entropy variants: class-weighted, label-smoothed, and Poly-1."""
+"""Cross-entropy variants: class-weighted (with label smoothing), and Poly-1.
+
+Plain label smoothing is ``torch.nn.CrossEntropyLoss(label_smoothing=...)``;
+:class:`WeightedCrossEntropy` adds what PyTorch's lacks: weights computed from
+the training split's class counts.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ class WeightedCrossEntropy(ClassificationLoss):
     YAML::
 
         loss:
-          class_path: project.losses.WeightedCrossEntropy
+          class_path: project.losses.cross_entropy.WeightedCrossEntropy
           init_args:
             weight: effective_number   # or inverse_frequency, or [0.1, 0.5, 0.4]
             beta: 0.99
@@ -83,34 +88,6 @@ class WeightedCrossEntropy(ClassificationLoss):
 
     def extra_repr(self) -> str:
         return f"label_smoothing={self.label_smoothing}, {super().extra_repr()}"
-
-
-class LabelSmoothingCrossEntropy(WeightedCrossEntropy):
-    """Cross-entropy against targets with ``smoothing`` of their mass spread over all classes.
-
-    Equal to ``F.cross_entropy(logits, targets, label_smoothing=smoothing)``. Soft
-    targets ``(N, C)`` from MixUp or CutMix are smoothed the same way
-    (``(1 - smoothing) * p + smoothing / C``), so both augmentations combine
-    with it.
-
-    Args:
-        smoothing: Share of each target's probability moved to the uniform
-            distribution; 0 is plain cross-entropy.
-        weight: Optional per-class weights, as in :class:`WeightedCrossEntropy`.
-        beta: Of ``weight: effective_number``.
-        ignore_index: Class-index target that adds nothing and is not counted.
-        reduction: ``"mean"``, ``"sum"`` or ``"none"``, as in ``F.cross_entropy``.
-    """
-
-    def __init__(
-        self,
-        smoothing: float = 0.1,
-        weight: ClassWeights = None,
-        beta: float = 0.999,
-        ignore_index: int = -100,
-        reduction: Reduction = "mean",
-    ) -> None:
-        super().__init__(weight, beta, smoothing, ignore_index, reduction)
 
 
 class PolyLoss(ClassificationLoss):

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-from project.losses.base import compute_dtype
 
 
 class DistillationLoss(nn.Module):
@@ -48,7 +47,8 @@ class DistillationLoss(nn.Module):
                 f"student and teacher logits must both be (N, C) with the same classes; got "
                 f"student {tuple(student_logits.shape)}, teacher {tuple(teacher_logits.shape)}"
             )
-        dtype = compute_dtype(student_logits)
+        # float32 at least: log-probabilities of extreme half-precision logits need its range.
+        dtype = torch.promote_types(student_logits.dtype, torch.float32)
         student = F.log_softmax(student_logits.to(dtype) / self.temperature, dim=1)
         teacher = F.log_softmax(teacher_logits.detach().to(dtype) / self.temperature, dim=1)
         soft = F.kl_div(student, teacher, log_target=True, reduction="batchmean")

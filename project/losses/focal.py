@@ -83,7 +83,12 @@ class FocalLoss(ClassificationLoss):
 
 
 class SigmoidFocalLoss(ClassificationLoss):
-    """Binary / multi-label focal loss on sigmoids, as ``torchvision.ops.sigmoid_focal_loss``.
+    """Binary / multi-label focal loss on sigmoids, equal to ``torchvision.ops.sigmoid_focal_loss``.
+
+    Not a call to it: torchvision computes ``(1 - p_t) ** gamma``, whose
+    derivative is infinite where ``p_t`` is 1, so for ``gamma < 1`` a saturated
+    logit gives NaN gradients (``tests/test_losses.py`` checks both). This adds
+    class-index targets and ``ignore_index`` too.
 
     Each of the C outputs is its own yes/no question. Targets are ``(N, C)``
     floats in [0, 1] (multi-label or soft), or class indices ``(N,)`` turned into

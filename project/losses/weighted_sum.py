@@ -39,11 +39,11 @@ class WeightedSum(nn.Module):
     YAML::
 
         loss:
-          class_path: project.losses.WeightedSum
+          class_path: project.losses.weighted_sum.WeightedSum
           init_args:
             terms:
               ce: {class_path: torch.nn.CrossEntropyLoss}
-              focal: {class_path: project.losses.FocalLoss, init_args: {gamma: 2.0}}
+              focal: {class_path: project.losses.focal.FocalLoss, init_args: {gamma: 2.0}}
             weights:
               ce: {0: 1.0, 10: 0.0}     # epoch: weight, linear in between, held after
               focal: {0: 0.0, 10: 1.0}

@@ -1,17 +1,10 @@
-"""LightningModules and the networks they train."""
+"""The LightningModule and the networks of the default run.
 
-from project.models.backbones import TorchvisionNet
+Leaves import from their own modules: ``project.models.transfer``,
+``project.models.backbones`` (torchvision networks), ``project.models.distillation``.
+"""
+
 from project.models.classifier import ImageClassifier
-from project.models.distillation import DistillationClassifier
 from project.models.nets import BasicBlock, ConvNet, ResNet
-from project.models.transfer import TransferClassifier
 
-__all__ = [
-    "BasicBlock",
-    "ConvNet",
-    "DistillationClassifier",
-    "ImageClassifier",
-    "ResNet",
-    "TorchvisionNet",
-    "TransferClassifier",
-]
+__all__ = ["BasicBlock", "ConvNet", "ImageClassifier", "ResNet"]

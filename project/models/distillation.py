@@ -10,10 +10,9 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
-from project.checkpoints import check_import_paths, read_checkpoint
+from project.checkpoints import check_import_paths, network_state, read_checkpoint
 from project.models.classifier import ImageClassifier
 from project.models.inputs import InputNormalization, checkpoint_statistics
-from project.models.transfer import network_state
 
 
 def takes_teacher_logits(loss: nn.Module) -> bool:
@@ -72,7 +71,7 @@ class DistillationClassifier(ImageClassifier):
             been trained on the same classes.
         teacher_checkpoint: A ``.ckpt`` file written by this template.
         loss: Called as ``loss(student_logits, targets, teacher_logits)``;
-            :class:`project.losses.DistillationLoss` (temperature 4, alpha 0.9) by
+            :class:`project.losses.distillation.DistillationLoss` (temperature 4, alpha 0.9) by
             default.
         optimizer: As in :class:`ImageClassifier`; only the student trains.
         scheduler: As in :class:`ImageClassifier`.
@@ -101,14 +100,14 @@ class DistillationClassifier(ImageClassifier):
         std: list[float] | None = None,
     ) -> None:
         if loss is None:
-            from project.losses import DistillationLoss
+            from project.losses.distillation import DistillationLoss
 
             loss = DistillationLoss()
         if not takes_teacher_logits(loss):
             raise TypeError(
                 f"loss {type(loss).__name__} takes (logits, targets); distillation needs a "
                 "loss called as loss(student_logits, targets, teacher_logits), such as "
-                "project.losses.DistillationLoss"
+                "project.losses.distillation.DistillationLoss"
             )
         super().__init__(
             net,

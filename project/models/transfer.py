@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
-from project.checkpoints import read_checkpoint
+from project.checkpoints import network_state, read_checkpoint
 from project.models.backbones import find_head
 from project.models.classifier import ImageClassifier, weight_decay_groups
 from project.models.inputs import checkpoint_statistics
@@ -18,18 +17,6 @@ ALL = "all"
 HEAD = "head"
 # Learning-rate entries of an optimizer group that schedulers set or read.
 LR_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")
-
-
-def network_state(checkpoint: dict[str, Any], path: str | Path) -> dict[str, torch.Tensor]:
-    """The weights of the checkpoint's network (the ``net.`` entries, prefix removed)."""
-    state = {
-        key.removeprefix("net."): value
-        for key, value in checkpoint["state_dict"].items()
-        if key.startswith("net.")
-    }
-    if not state:
-        raise ValueError(f"{path} holds no network weights (no 'net.' entries in its state_dict)")
-    return state
 
 
 def frozen(module: nn.Module) -> bool:
@@ -48,10 +35,10 @@ class TransferClassifier(ImageClassifier):
     are all frozen run in eval mode, so a frozen backbone's batch-norm layers keep
     their pretrained statistics and its dropout is off. Norm weights and biases get
     no weight decay. For staged unfreezing add
-    :class:`~project.callbacks.StagedUnfreeze` to the trainer's callbacks.
+    :class:`~project.callbacks.finetuning.StagedUnfreeze` to the trainer's callbacks.
 
     Args:
-        net: The network, usually a :class:`~project.models.TorchvisionNet` with
+        net: The network, usually a :class:`~project.models.backbones.TorchvisionNet` with
             pretrained weights; any network of this template works.
         num_classes: Number of classes (set from the data).
         loss: As in :class:`ImageClassifier`.
@@ -78,8 +65,8 @@ class TransferClassifier(ImageClassifier):
         std: As in :class:`ImageClassifier`.
 
     Speed switches work as for any model: stack ``configs/presets/channels-last.yaml``
-    (:class:`~project.callbacks.ChannelsLast`) or ``configs/presets/compile.yaml``
-    (:class:`~project.callbacks.TorchCompile`).
+    (:class:`~project.callbacks.speed.ChannelsLast`) or ``configs/presets/compile.yaml``
+    (:class:`~project.callbacks.speed.TorchCompile`).
     """
 
     def __init__(
@@ -214,7 +201,7 @@ class TransferClassifier(ImageClassifier):
 
         Frozen backbone parameters are in the optimizer too: they have no
         gradient, so the optimizer skips them, and when
-        :class:`~project.callbacks.StagedUnfreeze` lets them train they already
+        :class:`~project.callbacks.finetuning.StagedUnfreeze` lets them train they already
         have their group, learning rate and schedule.
         """
         backbone = [parameter for _, parameter in self.backbone_parameters()]
