@@ -245,6 +245,32 @@ def load_checked(
         ) from error
 
 
+def check_fits(model: Any, checkpoint: dict[str, Any], source: str) -> None:
+    """Refuses a checkpoint made for other classes or another network, naming both sides.
+
+    ``model`` is an ``ImageClassifier``; called before its weights are copied,
+    so the user reads this instead of a list of tensor size mismatches.
+    """
+    saved = checkpoint.get("hyper_parameters", {})
+    count, names = saved.get("num_classes"), saved.get("class_names")
+    if (count is not None and count != model.num_classes) or (
+        names is not None and list(names) != list(model.class_names)
+    ):
+        raise ValueError(
+            f"{source} was trained on {count} classes {names}, but the data has "
+            f"{model.num_classes} classes {model.class_names}; give the data it was "
+            "trained on (data.classes selects classes by name)"
+        )
+    theirs = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items() if k[:4] == "net."}
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items() if k[:4] == "net."}
+    if theirs != ours:
+        difference = network_difference(theirs, ours, saved.get("net"), model.hparams.get("net"))
+        raise ValueError(
+            f"{source} holds another network than the config builds: {difference}; "
+            "use the config it was trained with (config.yaml in its run's log folder)"
+        )
+
+
 def network_difference(
     theirs: dict[str, tuple[int, ...]], ours: dict[str, tuple[int, ...]], saved: Any, built: Any
 ) -> str:

@@ -131,14 +131,14 @@ def test_gpu_throughput_refuses_a_real_run_without_cuda(capsys: pytest.CaptureFi
 def test_cpu_presets_compares_a_preset_with_the_default(
     workdir: Path, capsys: pytest.CaptureFixture
 ):
-    rows = cpu_presets.main(["--smoke", "--only", "ema"])
-    assert_table(rows, capsys.readouterr().out, "preset ema", 1)
+    rows = cpu_presets.main(["--smoke", "--only", "deterministic"])
+    assert_table(rows, capsys.readouterr().out, "preset deterministic", 1)
     assert "peak RSS" in rows[0].note and "test accuracy" in rows[0].note
 
 
 def test_cpu_presets_lists_the_presets_that_run_here():
     names = cpu_presets.cpu_presets()
-    assert {"ema", "compile", "ddp-cpu", "bf16-mixed-cpu"} <= set(names)
+    assert {"deterministic", "ddp-cpu", "bf16-mixed-cpu"} <= set(names)
     assert not {"gpu", "ddp", "fsdp", "16-mixed", "overfit"} & set(names)
 
 

@@ -18,8 +18,8 @@ import pytest
 import yaml
 from conftest import FAST, REPO
 
-# Per leaf: its modules, then every other path that goes with it.
-LEAVES: dict[str, dict[str, list[str]]] = {
+# Per leaf: its modules, every other path that goes with it, and notebook sections that use it.
+LEAVES: dict[str, dict] = {
     "transfer learning": {
         "modules": [
             "project.models.transfer",
@@ -61,6 +61,19 @@ LEAVES: dict[str, dict[str, list[str]]] = {
     "CSV source": {
         "modules": ["project.data.csv"],
         "paths": ["configs/experiments/csv.yaml", "tests/test_csv_source.py"],
+    },
+    "EMA": {
+        "modules": ["project.callbacks.averaging"],
+        "paths": ["configs/presets/ema.yaml", "tests/test_ema.py"],
+    },
+    "finders": {
+        "modules": ["project.callbacks.tuning"],
+        "paths": [
+            "configs/presets/lr-finder.yaml",
+            "configs/presets/batch-size-finder.yaml",
+            "tests/test_finders.py",
+        ],
+        "cells": {"notebooks/04-debugging-and-speed.ipynb": "2. Learning-rate finder"},
     },
     "torchvision datasets": {
         "modules": ["project.data.torchvision_sources"],
@@ -122,7 +135,7 @@ def what_each_file_needs() -> dict[str, set[str]]:
 @pytest.mark.parametrize("leaf", sorted(LEAVES))
 def test_nothing_outside_a_leaf_needs_it(leaf: str):
     modules = LEAVES[leaf]["modules"]
-    own = leaf_paths(leaf)
+    own = leaf_paths(leaf) | set(LEAVES[leaf].get("cells", {}))
     assert all((REPO / path).exists() for path in own), "a listed path does not exist"
     offenders = [
         f"{path} needs {sorted(m for m in needed if m.startswith(tuple(modules)))}"
@@ -135,10 +148,12 @@ def test_nothing_outside_a_leaf_needs_it(leaf: str):
 def test_the_readme_lists_every_leaf_s_paths():
     readme = (REPO / "README.md").read_text()
     section = readme.split("\n## Leaves", 1)[1].split("\n## ", 1)[0]
-    for leaf in LEAVES:
-        assert f"**{leaf}**" in section
+    for leaf, parts in LEAVES.items():
+        line = next(line for line in section.splitlines() if line.startswith(f"- **{leaf}**"))
         for path in sorted(leaf_paths(leaf)):
-            assert f"`{path}`" in section, f"{leaf}: {path}"
+            assert f"`{path}`" in line, f"{leaf}: {path}"
+        for notebook, title in parts.get("cells", {}).items():
+            assert f'the `{notebook}` section "{title}"' in line, f"{leaf}: {notebook}"
 
 
 BLOCKED_RUN = """

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import io
-import math
 import os
 import subprocess
 import sys
@@ -22,11 +21,6 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from project.callbacks import PlainProgress
 from project.callbacks.progress import progress_bar_for
-from project.callbacks.tuning import (
-    PlottedLearningRateFinder,
-    ScheduledBatchSizeFinder,
-    steepest_descent,
-)
 
 DEFAULT = ["--config", "configs/default.yaml"]
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
@@ -131,76 +125,6 @@ def test_deterministic_preset_repeats_metrics_exactly(workdir: Path, restore_det
     first, second = metrics(), metrics()
     assert {"train/loss_epoch", "val/loss", "val/acc"} <= set(first)
     assert first == second
-
-
-def test_ema_preset_validates_checkpoints_and_tests_the_averaged_weights(workdir: Path):
-    cli = run_cli(
-        "fit",
-        *preset("ema"),
-        "--trainer.callbacks.init_args.update_starting_at_step=0",
-        *FAST,
-        "--trainer.max_epochs=2",
-    )
-    best = cli.trainer.checkpoint_callback.best_model_path
-    checkpoint = torch.load(best, map_location="cpu", weights_only=False)
-    averaged, raw = checkpoint["state_dict"], checkpoint["current_model_state"]
-    name = next(k for k, v in averaged.items() if k.startswith("net.") and v.ndim == 4)  # a conv
-    assert not torch.equal(averaged[name], raw[name])
-    # The test after fit ran on the weights that were validated: the average.
-    assert torch.equal(cli.model.state_dict()[name], averaged[name])
-
-
-# -- tuning ------------------------------------------------------------------------------
-
-
-def test_lr_finder_saves_its_plot_and_trains_with_its_suggestion(workdir: Path):
-    cli = run_cli(
-        "fit",
-        *preset("lr-finder"),
-        # A short sweep over the decades where this model's loss falls.
-        "--trainer.callbacks.init_args.min_lr=1e-4",
-        "--trainer.callbacks.init_args.num_training_steps=30",
-        "--data.init_args.batch_size=32",  # 40 batches: the sweep fits in one epoch
-        *FAST,
-        "--trainer.limit_train_batches=30",
-        "--test_after_fit=false",
-    )
-    finder = find_callback(cli, PlottedLearningRateFinder)
-    assert finder.suggestion is not None
-    assert finder.plot_path == Path(cli.trainer.log_dir) / "lr_finder.png"
-    assert finder.plot_path.stat().st_size > 1000
-    # OneCycleLR takes its rate from max_lr: that is where the suggestion must go.
-    optimizer = cli.trainer.optimizers[0]
-    assert optimizer.param_groups[0]["max_lr"] == pytest.approx(finder.suggestion)
-    assert cli.model.optimizer.keywords["lr"] == pytest.approx(finder.suggestion)
-
-
-def test_lr_suggestion_is_the_steepest_fall_per_decade_before_the_minimum():
-    lrs = [10 ** (-6 + 6 * i / 99) for i in range(100)]
-    # Flat at 2.3, falling fastest around 1e-2, lowest at 1e-1, then diverging
-    # (more steeply than it ever fell).
-    losses = [
-        2.3 - 1.8 / (1 + math.exp(-4 * (math.log10(lr) + 2))) if lr <= 0.1 else 0.6 + 20 * lr
-        for lr in lrs
-    ]
-    index = steepest_descent(lrs, losses)
-    assert 0.006 < lrs[index] < 0.016
-    assert steepest_descent(lrs, sorted(losses)) is None  # a loss that only rises
-
-
-def test_batch_size_finder_rebuilds_the_schedule_for_the_new_size(workdir: Path):
-    cli = run_cli(
-        "fit",
-        *preset("batch-size-finder"),
-        *FAST,
-        "--trainer.limit_train_batches=1.0",
-        "--test_after_fit=false",
-    )
-    finder = find_callback(cli, ScheduledBatchSizeFinder)
-    # On a CPU nothing runs out of memory: the search stops at the training split.
-    assert cli.datamodule.batch_size == finder.optimal_batch_size > 256
-    schedule = cli.trainer.lr_scheduler_configs[0].scheduler
-    assert schedule.total_steps == cli.trainer.num_training_batches < 5
 
 
 # -- profiling ---------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -22,20 +21,19 @@ from project.data.files import (
     ImageDataset,
     ImageFiles,
     ImageStore,
-    match_channels,
+    common_size,
     scan_folder,
+    try_train_transform,
 )
 from project.data.sampling import ResumableSampler
-from project.data.splits import SPLITS, complete_split, kfold_split
+from project.data.splits import SPLITS, complete_split, kfold_split, thin_training
+from project.data.statistics import split_statistics
 from project.data.transforms import (
     Preset,
     Size,
     batch_mixing,
     compose,
     eval_transforms,
-    histogram_statistics,
-    moment_statistics,
-    pixel_counts,
     train_preset,
 )
 
@@ -277,8 +275,16 @@ class ImageDataModule(L.LightningDataModule):
         by_split: dict[str, list[int]] = {name: [] for name in SPLITS}
         for index, name in enumerate(split):
             by_split[name].append(index)
-        by_split["train"] = self._thin_training(by_split["train"], samples.targets)
-        self._native_size = self._common_size(samples.store, checked)
+        by_split["train"] = thin_training(
+            by_split["train"],
+            samples.targets,
+            self.num_classes,
+            self.train_per_class,
+            self.long_tail_ratio,
+            self.seed,
+        )
+        if self.image_size is None:
+            self._native_size = common_size(samples.store, checked)
         for name in SPLITS:
             indices = by_split[name]
             targets = [samples.targets[i] for i in indices]
@@ -288,7 +294,7 @@ class ImageDataModule(L.LightningDataModule):
         self.datasets["train"].transform = self.train_transform()
         for name in ("val", "test"):
             self.datasets[name].transform = self.eval_transform()
-        self._try_train_transform(checked)
+        try_train_transform(self.datasets["train"], checked)
         self._mixer = batch_mixing(self.mixup_alpha, self.cutmix_alpha, self.num_classes)
 
     def _checked(self, samples: Samples) -> tuple[Samples, FileCheck, list[tuple[str, str]]]:
@@ -345,30 +351,6 @@ class ImageDataModule(L.LightningDataModule):
         )
         return kfold_split(split, samples.targets, self.num_folds, self.fold, self.seed, names)
 
-    def _thin_training(self, indices: list[int], targets: Sequence[int]) -> list[int]:
-        """Applies ``train_per_class`` and ``long_tail_ratio`` to the training indices."""
-        if self.train_per_class is None and self.long_tail_ratio is None:
-            return indices
-        generator = torch.Generator().manual_seed(self.seed)
-        order = [indices[i] for i in torch.randperm(len(indices), generator=generator)]
-        per_class = Counter(targets[i] for i in indices)
-        largest = max(per_class.values())
-        limits = {}
-        for index in range(self.num_classes):
-            limit = per_class[index]
-            if self.long_tail_ratio is not None and self.num_classes > 1:
-                share = self.long_tail_ratio ** (-index / (self.num_classes - 1))
-                limit = min(limit, max(1, round(largest * share)))
-            if self.train_per_class is not None:
-                limit = min(limit, self.train_per_class)
-            limits[index] = limit
-        kept, taken = [], Counter()
-        for i in order:
-            if taken[targets[i]] < limits[targets[i]]:
-                kept.append(i)
-                taken[targets[i]] += 1
-        return sorted(kept)
-
     def _report_split(self) -> None:
         lines = [f"{'class':<16}" + "".join(f"{name:>8}" for name in SPLITS)]
         counts = {name: Counter(self.datasets[name].targets) for name in SPLITS}
@@ -388,30 +370,6 @@ class ImageDataModule(L.LightningDataModule):
         return [counts[index] for index in range(self.num_classes)]
 
     # -- sizes and transforms ----------------------------------------------------------
-
-    def _common_size(self, store: ImageStore, checked: FileCheck | None) -> Size | None:
-        """The one size all images share, needed when ``image_size`` is not set."""
-        if self.image_size is not None:
-            return None
-        if checked is not None:
-            sizes = [shape[1:] for shape in checked.shapes]
-            names = [store.name(i) for i in range(len(store))]
-        elif isinstance(store, DecodedImages) and isinstance(store.images, torch.Tensor):
-            sizes, names = [tuple(store.images.shape[-2:])], [store.name(0)]
-        else:  # unchecked files: the first one stands for all
-            sizes, names = [tuple(store[0].shape[-2:])], [store.name(0)]
-        distinct = {}
-        for size, name in zip(sizes, names, strict=True):
-            distinct.setdefault(size, name)
-        if len(distinct) > 1:
-            shown = list(distinct.items())[:3]
-            examples = ", ".join(f"{name} is {h}x{w}" for (h, w), name in shown)
-            raise ValueError(
-                f"images differ in size ({examples}); set data.image_size (e.g. "
-                f"data.image_size: {min(min(s) for s in distinct)}) to resize and crop them"
-            )
-        height, width = next(iter(distinct))
-        return height if height == width else (height, width)
 
     @property
     def crop_size(self) -> Size | None:
@@ -436,37 +394,6 @@ class ImageDataModule(L.LightningDataModule):
         if crop is None:
             return self.eval_transform()
         return compose(train_preset(self.augment, crop, self._eval_resize(), self.horizontal_flip))
-
-    def _try_train_transform(self, checked: FileCheck | None) -> None:
-        """Runs the training transform on the smallest and largest image now, not mid-epoch.
-
-        Catches a crop larger than the images and transforms whose output size
-        varies (which batching cannot stack).
-        """
-        train = self.datasets["train"]
-        if len(train) == 0:
-            return
-        positions = [0]
-        if checked is not None:
-            areas = [checked.shapes[i][1] * checked.shapes[i][2] for i in train.indices]
-            positions = sorted({areas.index(min(areas)), areas.index(max(areas))})
-        shapes = {}
-        for position in positions:
-            try:
-                shapes[train.name(position)] = tuple(train[position][0].shape)
-            except Exception as error:
-                raise ValueError(
-                    f"the training transform fails on {train.name(position)} "
-                    f"({'x'.join(map(str, train.image(position).shape[1:]))} pixels): {error}. "
-                    "Start data.train_transforms with a resize (v2.Resize) or a "
-                    "RandomResizedCrop, or set data.image_size and use a preset"
-                ) from error
-        if len(set(shapes.values())) > 1:
-            raise ValueError(
-                f"the training transform gives images of different sizes ({shapes}); "
-                "end data.train_transforms with a fixed-size crop (v2.CenterCrop, "
-                "v2.RandomResizedCrop) so batches can be stacked"
-            )
 
     # -- what the model learns from the data -------------------------------------------
 
@@ -500,40 +427,15 @@ class ImageDataModule(L.LightningDataModule):
                 raise ValueError(
                     f"{type(self).__name__} has no training split to compute statistics on"
                 )
-            self._statistics = self._training_statistics(train.store, train.indices, self._check)
+            self._statistics = split_statistics(
+                train.store, train.indices, self._check, self.channels, self.seed, self.num_workers
+            )
             mean, std = self._statistics
             rank_zero_info(
                 f"Normalization from the training split: mean {[round(m, 4) for m in mean]}, "
                 f"std {[round(v, 4) for v in std]} (set model.init_args.mean and std to skip this)"
             )
         return self._statistics
-
-    def _training_statistics(
-        self, store: ImageStore, train: list[int], checked: FileCheck | None
-    ) -> tuple[list[float], list[float]]:
-        """Per-channel mean and std of the training images, at their stored size."""
-        if isinstance(store, DecodedImages):
-            images = store.images
-            if isinstance(images, torch.Tensor):
-                chunks = (
-                    match_channels(images[train[start : start + 4096]], self.channels)
-                    for start in range(0, len(train), 4096)
-                )
-            else:
-                chunks = (store[i] for i in train)
-            return histogram_statistics(pixel_counts(chunks, self.channels))
-        if checked is not None:
-            # The setup check already summed every pixel of every file.
-            pixels = sum(checked.shapes[i][1] * checked.shapes[i][2] for i in train)
-            return moment_statistics(
-                checked.sums[train].sum(0), checked.squares[train].sum(0), pixels
-            )
-        # Unchecked files: a seeded sample stands for the whole split.
-        generator = torch.Generator().manual_seed(self.seed)
-        sample = [train[i] for i in torch.randperm(len(train), generator=generator)[:2000]]
-        files = check_files([Path(store.name(i)) for i in sample], self.channels, self.num_workers)
-        pixels = sum(shape[1] * shape[2] for shape in files.shapes)
-        return moment_statistics(files.sums.sum(0), files.squares.sum(0), pixels)
 
     # -- prediction on a folder --------------------------------------------------------
 
@@ -554,7 +456,8 @@ class ImageDataModule(L.LightningDataModule):
             store = ImageFiles([paths[i] for i in checked.readable], self.channels)
             if not store.paths:
                 raise FileNotFoundError(f"predict_root {str(root)!r} holds no readable image")
-        self._native_size = self._common_size(store, checked)
+        if self.image_size is None:
+            self._native_size = common_size(store, checked)
         indices = range(len(store))
         return ImageDataset(store, indices, None, self.eval_transform(), return_names=True)
 

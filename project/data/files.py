@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -229,3 +230,61 @@ class ImageDataset(Dataset):
         if self.return_names:
             return image, self.name(index)
         return image, self.targets[index]
+
+
+def common_size(store: ImageStore, checked: Any) -> int | tuple[int, int]:
+    """The one size all images share (needed when ``image_size`` is not set), or an error.
+
+    ``checked`` is the setup check's :class:`~project.data.check.FileCheck`, or
+    ``None`` when files were not checked: then the first image stands for all.
+    """
+    if checked is not None:
+        sizes = [shape[1:] for shape in checked.shapes]
+        names = [store.name(i) for i in range(len(store))]
+    elif isinstance(store, DecodedImages) and isinstance(store.images, torch.Tensor):
+        sizes, names = [tuple(store.images.shape[-2:])], [store.name(0)]
+    else:  # unchecked files: the first one stands for all
+        sizes, names = [tuple(store[0].shape[-2:])], [store.name(0)]
+    distinct = {}
+    for size, name in zip(sizes, names, strict=True):
+        distinct.setdefault(size, name)
+    if len(distinct) > 1:
+        shown = list(distinct.items())[:3]
+        examples = ", ".join(f"{name} is {h}x{w}" for (h, w), name in shown)
+        raise ValueError(
+            f"images differ in size ({examples}); set data.image_size (e.g. "
+            f"data.image_size: {min(min(s) for s in distinct)}) to resize and crop them"
+        )
+    height, width = next(iter(distinct))
+    return height if height == width else (height, width)
+
+
+def try_train_transform(train: ImageDataset, checked: Any) -> None:
+    """Runs the training transform on the smallest and largest image now, not mid-epoch.
+
+    Catches a crop larger than the images and transforms whose output size
+    varies (which batching cannot stack).
+    """
+    if len(train) == 0:
+        return
+    positions = [0]
+    if checked is not None:
+        areas = [checked.shapes[i][1] * checked.shapes[i][2] for i in train.indices]
+        positions = sorted({areas.index(min(areas)), areas.index(max(areas))})
+    shapes = {}
+    for position in positions:
+        try:
+            shapes[train.name(position)] = tuple(train[position][0].shape)
+        except Exception as error:
+            raise ValueError(
+                f"the training transform fails on {train.name(position)} "
+                f"({'x'.join(map(str, train.image(position).shape[1:]))} pixels): {error}. "
+                "Start data.train_transforms with a resize (v2.Resize) or a "
+                "RandomResizedCrop, or set data.image_size and use a preset"
+            ) from error
+    if len(set(shapes.values())) > 1:
+        raise ValueError(
+            f"the training transform gives images of different sizes ({shapes}); "
+            "end data.train_transforms with a fixed-size crop (v2.CenterCrop, "
+            "v2.RandomResizedCrop) so batches can be stacked"
+        )

@@ -7,7 +7,7 @@ later, once per batch, on the device.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -152,29 +152,3 @@ def batch_mixing(
     if not mixers:
         return None
     return mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)
-
-
-def histogram_statistics(counts: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std on the 0-1 scale from ``(C, 256)`` pixel-value counts."""
-    counts = counts.to(torch.float64)
-    levels = torch.arange(256, dtype=torch.float64)
-    pixels = int(counts[0].sum())
-    return moment_statistics(counts @ levels, counts @ levels.square(), pixels)
-
-
-def moment_statistics(
-    sums: torch.Tensor, squares: torch.Tensor, pixels: int
-) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std on the 0-1 scale from sums of 0-255 values and their squares."""
-    mean = sums.to(torch.float64) / pixels / 255.0
-    variance = squares.to(torch.float64) / pixels / 255.0**2 - mean.square()
-    return mean.tolist(), variance.clamp_min(1e-12).sqrt().tolist()
-
-
-def pixel_counts(batches: Iterable[torch.Tensor], channels: int) -> torch.Tensor:
-    """``(channels, 256)`` counts of each uint8 value per channel in ``(..., C, H, W)`` batches."""
-    counts = torch.zeros(channels, 256, dtype=torch.int64)
-    for batch in batches:
-        for c in range(channels):
-            counts[c] += torch.bincount(batch[..., c, :, :].flatten(), minlength=256)
-    return counts

@@ -12,15 +12,11 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import (
-    MulticlassAccuracy,
-    MulticlassF1Score,
-    MulticlassPrecision,
-    MulticlassRecall,
-)
+from torchmetrics.classification import MulticlassRecall
 
-from project.checkpoints import load_checked, network_difference
+from project.checkpoints import check_fits, load_checked
 from project.models.inputs import InputNormalization, checkpoint_statistics
+from project.models.metrics import classification_metrics
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -31,30 +27,6 @@ PER_BATCH_SCHEDULERS = (torch.optim.lr_scheduler.OneCycleLR, torch.optim.lr_sche
 
 # Training steps whose outputs go into one update of the training metrics.
 TRAIN_METRIC_CHUNK = 16
-
-
-def classification_metrics(
-    num_classes: int, prefix: str | None = None, validate_args: bool = True
-) -> MetricCollection:
-    """Accuracy, top-5 accuracy (from 5 classes on), macro precision, recall and F1.
-
-    ``validate_args=False`` skips torchmetrics' input checks, among them a
-    ``torch.unique`` of the targets that waits for the GPU on every update.
-    """
-    options = {"num_classes": num_classes, "validate_args": validate_args}
-    metrics: dict[str, Any] = {
-        "acc": MulticlassAccuracy(average="micro", **options),
-        "precision": MulticlassPrecision(average="macro", **options),
-        "recall": MulticlassRecall(average="macro", **options),
-        "f1": MulticlassF1Score(average="macro", **options),
-    }
-    if num_classes >= 5:
-        metrics["acc_top5"] = MulticlassAccuracy(top_k=5, average="micro", **options)
-    # Only metrics that truly share their state may share an update: torchmetrics'
-    # automatic grouping merges metrics whose states merely happen to be equal on
-    # the first batch (top-5 with the macro scores when that batch is all right),
-    # and then reports the top-5 statistics as precision, recall and F1.
-    return MetricCollection(metrics, prefix=prefix, compute_groups=[["precision", "recall", "f1"]])
 
 
 def weight_decay_groups(parameters: Iterable[nn.Parameter]) -> list[dict[str, Any]]:
@@ -320,26 +292,9 @@ class ImageClassifier(L.LightningModule):
         Runs before the weights are copied, so ``test``, ``predict`` and a resumed
         ``fit`` stop with this message instead of a list of tensor size mismatches.
         """
-        saved = checkpoint.get("hyper_parameters", {})
         source = getattr(self._trainer, "ckpt_path", None) or "the checkpoint"
-        count, names = saved.get("num_classes"), saved.get("class_names")
-        if (count is not None and count != self.num_classes) or (
-            names is not None and list(names) != list(self.class_names)
-        ):
-            raise ValueError(
-                f"{source} was trained on {count} classes {names}, but the data has "
-                f"{self.num_classes} classes {self.class_names}; give the data it was "
-                "trained on (data.classes selects classes by name)"
-            )
+        check_fits(self, checkpoint, source)
         state = checkpoint["state_dict"]
-        theirs = {k: tuple(v.shape) for k, v in state.items() if k[:4] == "net."}
-        ours = {k: tuple(v.shape) for k, v in self.state_dict().items() if k[:4] == "net."}
-        if theirs != ours:
-            raise ValueError(
-                f"{source} holds another network than the config builds: "
-                f"{network_difference(theirs, ours, saved.get('net'), self.hparams.get('net'))}; "
-                "use the config it was trained with (config.yaml in its run's log folder)"
-            )
         if "normalize.mean" not in state:
             # Written before the model held its input statistics: they were the data's.
             statistics = checkpoint_statistics(checkpoint)
