@@ -25,7 +25,7 @@ fit: $(INSTALLED) ## Train the default model on the embedded digits (CONFIG=... 
 test: $(INSTALLED) ## Run the whole test suite, offline
 	$(PY) -m pytest
 
-test-fast: $(INSTALLED) ## Run the tests that do not train for real
+test-fast: $(INSTALLED) ## Run the tests that do not train (a test that calls Trainer.fit must be marked slow)
 	$(PY) -m pytest -m "not slow"
 
 lint: $(INSTALLED) ## ruff check, ruff format --check, notebooks without outputs

@@ -84,6 +84,23 @@ DISTRIBUTED_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOC
 
 
 @pytest.fixture(autouse=True)
+def training_is_marked_slow(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """A test that trains (calls ``Trainer.fit``) must be marked slow: test-fast runs the rest."""
+    if request.node.get_closest_marker("slow") is not None:
+        return
+    import functools
+
+    import lightning.pytorch as L
+
+    # The signature and docstring stay: LightningCLI builds the fit parser from them.
+    @functools.wraps(L.Trainer.fit)
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(f"{request.node.nodeid} trains: mark it @pytest.mark.slow")
+
+    monkeypatch.setattr(L.Trainer, "fit", refuse)
+
+
+@pytest.fixture(autouse=True)
 def no_leftover_process_group():
     """Ends a process group a test's in-process DDP run left behind, and its variables.
 

@@ -50,6 +50,7 @@ def assert_table(rows: list[Row], printed: str, benchmark: str, count: int) -> N
     assert f"{rows[0].ratio:.3f}x" in printed
 
 
+@pytest.mark.slow
 def test_overhead_prints_epoch_time_ratio(workdir: Path, capsys: pytest.CaptureFixture):
     lightning_logger = logging.getLogger("lightning.pytorch")
     level = lightning_logger.level
@@ -63,6 +64,7 @@ def test_overhead_prints_epoch_time_ratio(workdir: Path, capsys: pytest.CaptureF
     assert rows[2].measure.startswith("Lightning alone") and "Lightning's loop adds" in rows[2].note
 
 
+@pytest.mark.slow  # runs processes
 def test_startup_prints_added_seconds(workdir: Path, capsys: pytest.CaptureFixture):
     rows = startup.main(["--smoke"])
     assert_table(rows, capsys.readouterr().out, "start-up", 2)
@@ -103,6 +105,7 @@ def test_startup_lists_the_costliest_extra_imports():
     ]
 
 
+@pytest.mark.slow  # runs processes
 def test_time_to_accuracy_runs_both_sides(workdir: Path, capsys: pytest.CaptureFixture):
     rows = time_to_accuracy.main(["--smoke"])
     printed = capsys.readouterr().out
@@ -115,6 +118,7 @@ def test_time_to_accuracy_runs_both_sides(workdir: Path, capsys: pytest.CaptureF
     assert "peak RSS" in printed
 
 
+@pytest.mark.slow
 def test_gpu_throughput_smoke_on_cpu(capsys: pytest.CaptureFixture):
     rows = gpu_throughput.main(["--smoke", "--models", "resnet18"])
     assert_table(rows, capsys.readouterr().out, "GPU throughput", 2)
@@ -128,6 +132,7 @@ def test_gpu_throughput_refuses_a_real_run_without_cuda(capsys: pytest.CaptureFi
     assert "no CUDA device" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # runs processes
 def test_cpu_presets_compares_a_preset_with_the_default(
     workdir: Path, capsys: pytest.CaptureFixture
 ):
@@ -160,6 +165,7 @@ def test_runner_knows_every_script():
     assert scripts <= set(runner.SCRIPTS), f"add {scripts - set(runner.SCRIPTS)} to SCRIPTS"
 
 
+@pytest.mark.slow  # runs processes
 def test_runner_reads_rows_and_reports_a_script_without_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):

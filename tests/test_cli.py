@@ -40,6 +40,7 @@ def test_each_subcommand_help_shows_its_options(
         assert option in out, f"{subcommand} --help lacks {option}"
 
 
+@pytest.mark.slow
 def test_class_count_and_channels_come_from_the_data(workdir: Path):
     cli = run_cli("fit", *DEFAULT, '--data.classes=["3","5","8"]', *FAST)
     model = cli.model
@@ -56,6 +57,7 @@ def test_class_count_and_channels_come_from_the_data(workdir: Path):
         assert not re.search(r"\b(num_classes|in_channels|channels|class_names):", model), path
 
 
+@pytest.mark.slow
 def test_main_without_run_builds_what_fit_gets_from_the_same_yaml(workdir: Path):
     # The README's Python snippet and the notebooks build their objects this way.
     from project.cli import main
@@ -68,6 +70,7 @@ def test_main_without_run_builds_what_fit_gets_from_the_same_yaml(workdir: Path)
     assert cli.trainer.global_step == 2
 
 
+@pytest.mark.slow
 def test_print_config_fed_back_reproduces_the_run(workdir: Path, capsys: pytest.CaptureFixture):
     overrides = ["--trainer.max_epochs=2", "--model.init_args.optimizer.init_args.lr=0.002"]
     with pytest.raises(SystemExit):
@@ -86,6 +89,7 @@ def test_print_config_fed_back_reproduces_the_run(workdir: Path, capsys: pytest.
         assert torch.allclose(first[key], again[key]), key
 
 
+@pytest.mark.slow
 def test_each_run_saves_its_resolved_config_next_to_its_logs(workdir: Path):
     cli = run_cli("fit", *DEFAULT, *FAST)
     saved = yaml.safe_load((Path(cli.trainer.log_dir) / "config.yaml").read_text())
@@ -112,6 +116,7 @@ def test_short_run_on_digits_learns(workdir: Path):
     assert "train/augmented_images" in tensorboard_tags(Path(cli.trainer.log_dir))[1]
 
 
+@pytest.mark.slow
 def test_fit_prints_a_summary(workdir: Path, capsys: pytest.CaptureFixture):
     cli = run_cli("fit", *DEFAULT, *FAST)
     text = capsys.readouterr().out
@@ -121,12 +126,14 @@ def test_fit_prints_a_summary(workdir: Path, capsys: pytest.CaptureFixture):
     assert f"tensorboard --logdir {Path(cli.trainer.log_dir).parent}" in text
 
 
+@pytest.mark.slow
 def test_resuming_a_one_cycle_run_for_longer_is_refused_clearly(workdir: Path):
     run_cli("fit", *DEFAULT, *FAST, "--trainer.max_epochs=2", "--test_after_fit=false")
     with pytest.raises(ValueError, match=r"OneCycleLR was built for 4 optimizer steps.*needs 6"):
         run_cli("fit", *DEFAULT, *FAST, "--trainer.max_epochs=3", "--ckpt_path=last")
 
 
+@pytest.mark.slow
 def test_fit_then_test_best_then_resume_last(workdir: Path):
     # A schedule that does not fix the run's length, so the resumed run may be longer.
     config = [
@@ -165,6 +172,7 @@ def test_ckpt_path_last_without_an_earlier_run_names_where_it_looked(workdir: Pa
         run_cli("test", *DEFAULT, *FAST, "--ckpt_path=last")
 
 
+@pytest.mark.slow
 def test_predict_on_a_folder_writes_one_row_per_image(workdir: Path, digits_tree: Path):
     trained = run_cli("fit", *DEFAULT, *FAST)
     images = workdir / "unlabelled"
@@ -196,6 +204,7 @@ SCHEDULERS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SCHEDULERS))
 def test_scheduler_from_yaml_steps_at_its_interval(name: str, workdir: Path):
     init_args, interval = SCHEDULERS[name]
@@ -218,6 +227,7 @@ def test_scheduler_from_yaml_steps_at_its_interval(name: str, workdir: Path):
         assert config.scheduler.total_steps == cli.trainer.estimated_stepping_batches == 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("optimizer", "extra"),
     [

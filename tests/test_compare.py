@@ -13,6 +13,7 @@ from project.compare import RunResult, label_of, main, markdown, summarize
 METRICS = ["test/acc", "test/f1", "test/recall_min"]
 
 
+@pytest.mark.slow
 def test_compare_runs_each_config_with_each_seed_and_tabulates(
     workdir: Path, capsys: pytest.CaptureFixture
 ):
@@ -42,6 +43,7 @@ def test_compare_runs_each_config_with_each_seed_and_tabulates(
     assert f"{sum(f1) / 2:.4f} ± " in mean_row
 
 
+@pytest.mark.slow
 def test_runs_without_a_logger_keep_their_files_apart(workdir: Path):
     # Without a logger, Lightning puts config.yaml and checkpoints in the working
     # directory: the second run used to stop there rather than overwrite the first's.

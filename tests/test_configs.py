@@ -51,6 +51,7 @@ def test_gpu_config_parses(name: str, workdir: Path, capsys: pytest.CaptureFixtu
     assert "model:" in printed and "data:" in printed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ALL)
 def test_config_runs_fast(name: str, workdir: Path):
     if gpus := needed_gpus(name):

@@ -13,6 +13,7 @@ from conftest import FAST
 from project import crossval
 
 
+@pytest.mark.slow
 def test_two_folds_fit_test_and_write_the_summary(workdir: Path, capsys: pytest.CaptureFixture):
     summary = crossval.run(["--config", "configs/default.yaml", "--folds", "2", *FAST])
 
@@ -37,6 +38,7 @@ def test_two_folds_fit_test_and_write_the_summary(workdir: Path, capsys: pytest.
     assert "2-fold cross-validation" in printed and "mean" in printed and "std" in printed
 
 
+@pytest.mark.slow
 def test_folds_without_a_logger_keep_their_files_apart(workdir: Path):
     # Without a logger, Lightning writes config.yaml to the working directory:
     # the second fold used to stop there rather than overwrite the first's.

@@ -268,6 +268,7 @@ class ShapeRecorder(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
+@pytest.mark.slow
 def test_a_pretrained_size_fills_what_the_user_left_unset(tree: Path):
     datamodule = ImageFolderDataModule(root=str(tree), num_workers=0, batch_size=4)
     datamodule.use_input_size(28, 36)  # what the CLI passes for weights trained at 28 of 36 px
@@ -278,6 +279,7 @@ def test_a_pretrained_size_fills_what_the_user_left_unset(tree: Path):
     assert resize.size == [36]
 
 
+@pytest.mark.slow
 def test_user_sizes_win_over_a_pretrained_size(tree: Path):
     datamodule = ImageFolderDataModule(root=str(tree), num_workers=0, batch_size=4, image_size=20)
     datamodule.use_input_size(28, 36)
@@ -287,6 +289,7 @@ def test_user_sizes_win_over_a_pretrained_size(tree: Path):
     assert datamodule.eval_transform().transforms[0].size == [round(20 / 0.875)]
 
 
+@pytest.mark.slow
 def test_grayscale_files_are_repeated_to_three_channels(tmp_path: Path):
     from PIL import Image
 

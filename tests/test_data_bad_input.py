@@ -102,6 +102,7 @@ def test_strict_fails_with_the_full_list(messy):
     assert "truncated" in str(error.value)
 
 
+@pytest.mark.slow
 def test_training_on_a_messy_folder_runs_through_every_image(messy):
     root, _ = messy
     datamodule = ImageFolderDataModule(

@@ -50,6 +50,7 @@ print(f"predicted={named}", flush=True)
 """
 
 
+@pytest.mark.slow  # runs processes
 def test_a_folder_of_thousands_sets_up_and_loads_at_an_open_file_limit_of_1024(tmp_path: Path):
     # Most desktops and containers allow a process 1,024 open files; the check
     # and the loaders must not hold one per image.

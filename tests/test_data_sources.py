@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import FAST, run_cli, tensorboard_tags
 from fakes import write_image_folder
@@ -58,6 +59,7 @@ def test_the_image_grid_leaves_the_runs_random_draws_alone(tmp_path: Path):
 # -- class names end to end ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_class_names_travel_from_the_folder_to_checkpoint_logs_and_predictions(workdir: Path):
     root = write_image_folder(workdir / "data" / "pets", per_class=10)
     config = ["--config", "configs/experiments/imagefolder.yaml", "--data.root", str(root)]

@@ -103,6 +103,7 @@ def test_wrong_classes_losses_and_checkpoints_are_refused(tmp_path: Path, teache
         student(tmp_path / "hostile.ckpt")
 
 
+@pytest.mark.slow
 def test_a_student_learns_from_the_teacher_alone_and_saves_only_itself(
     workdir: Path, tmp_path_factory: pytest.TempPathFactory, digits_tree: Path
 ):

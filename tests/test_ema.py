@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import FAST, run_cli
 
@@ -18,6 +19,7 @@ def find_callback(cli, kind: type):
     return next(c for c in cli.trainer.callbacks if isinstance(c, kind))
 
 
+@pytest.mark.slow
 def test_ema_preset_validates_checkpoints_and_tests_the_averaged_weights(workdir: Path):
     cli = run_cli(
         "fit",

@@ -25,6 +25,7 @@ def find_callback(cli, kind: type):
     return next(c for c in cli.trainer.callbacks if isinstance(c, kind))
 
 
+@pytest.mark.slow
 def test_lr_finder_saves_its_plot_and_trains_with_its_suggestion(workdir: Path):
     cli = run_cli(
         "fit",
@@ -60,6 +61,7 @@ def test_lr_suggestion_is_the_steepest_fall_per_decade_before_the_minimum():
     assert steepest_descent(lrs, sorted(losses)) is None  # a loss that only rises
 
 
+@pytest.mark.slow
 def test_batch_size_finder_rebuilds_the_schedule_for_the_new_size(workdir: Path):
     cli = run_cli(
         "fit",

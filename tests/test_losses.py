@@ -329,6 +329,7 @@ def test_class_weights_are_a_buffer_saved_and_restored():
     assert loss.double().class_weight.dtype == torch.float64  # follows .to() like any buffer
 
 
+@pytest.mark.slow
 def test_training_fills_weights_from_the_data_and_logs_each_term(workdir: Path):
     Path("sum.yaml").write_text(
         """
@@ -370,6 +371,7 @@ model:
     )
 
 
+@pytest.mark.slow
 def test_the_cli_hands_the_class_counts_and_statistics_to_the_model_and_its_loss(workdir: Path):
     cli = run_cli(
         "fit",

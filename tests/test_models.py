@@ -49,6 +49,7 @@ def test_zero_initialised_residual_blocks_start_as_the_identity():
     assert torch.allclose(block(x), x)
 
 
+@pytest.mark.slow
 def test_resnet_learns_the_digits(workdir):
     cli = run_cli(
         "fit",
@@ -70,6 +71,7 @@ def test_resnet_learns_the_digits(workdir):
 # -- torchvision models ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_epoch_metrics_count_every_batch_exactly_once(tmp_path):
     """Training metrics are fed in chunks of steps; an epoch's value must cover its own batches.
 

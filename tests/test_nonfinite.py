@@ -65,6 +65,7 @@ def train_until_nan(bad_step: int, checkpoint_dir: Path) -> tuple[ImageClassifie
     return model, str(info.value)
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_at_that_step_naming_terms_and_last_checkpoint(workdir: Path):
     model, message = train_until_nan(bad_step=3, checkpoint_dir=workdir / "checkpoints")
     assert "training loss is nan at global step 3" in message
@@ -77,6 +78,7 @@ def test_nan_loss_stops_at_that_step_naming_terms_and_last_checkpoint(workdir: P
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+@pytest.mark.slow
 def test_nan_at_the_first_step_says_no_checkpoint_exists(workdir: Path):
     _, message = train_until_nan(bad_step=0, checkpoint_dir=workdir / "checkpoints")
     assert "global step 0" in message

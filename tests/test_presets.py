@@ -37,6 +37,7 @@ def find_callback(cli, kind: type):
 # -- debugging ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_overfit_preset_drives_training_loss_near_zero(workdir: Path):
     cli = run_cli(
         "fit",
@@ -54,6 +55,7 @@ def test_overfit_preset_drives_training_loss_near_zero(workdir: Path):
 # -- devices and strategies --------------------------------------------------------------
 
 
+@pytest.mark.slow  # runs processes
 def test_ddp_cpu_runs_two_processes_over_the_whole_validation_set(workdir: Path):
     # DDP starts its second process by re-running the command line, so the
     # run is a real `python -m project` in a subprocess, as a user starts it.
@@ -91,6 +93,7 @@ def test_ddp_cpu_runs_two_processes_over_the_whole_validation_set(workdir: Path)
     assert ddp["val/loss"] == pytest.approx(float(single["val/loss"]), rel=1e-4)
 
 
+@pytest.mark.slow
 def test_channels_last_preset_converts_the_convolutions(workdir: Path):
     cli = run_cli("fit", *preset("channels-last"), *FAST, "--test_after_fit=false")
     convs = [m for m in cli.model.modules() if isinstance(m, torch.nn.Conv2d)]
@@ -109,6 +112,7 @@ def restore_determinism(monkeypatch: pytest.MonkeyPatch):
     torch.use_deterministic_algorithms(False)
 
 
+@pytest.mark.slow
 def test_deterministic_preset_repeats_metrics_exactly(workdir: Path, restore_determinism):
     def metrics() -> dict[str, float]:
         cli = run_cli(
@@ -130,6 +134,7 @@ def test_deterministic_preset_repeats_metrics_exactly(workdir: Path, restore_det
 # -- profiling ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "expected"),
     [
@@ -167,6 +172,7 @@ def test_progress_is_a_rich_bar_in_a_terminal_and_plain_lines_elsewhere(
     assert isinstance(progress_bar_for(io.StringIO()), PlainProgress)
 
 
+@pytest.mark.slow
 def test_runs_print_one_line_per_epoch_when_output_is_not_a_terminal(
     workdir: Path, capsys: pytest.CaptureFixture
 ):
@@ -184,6 +190,7 @@ def test_runs_print_one_line_per_epoch_when_output_is_not_a_terminal(
     assert "train/loss " in lines[-1] and "val/acc " in lines[-1]
 
 
+@pytest.mark.slow
 def test_a_progress_bar_named_in_the_config_is_kept(workdir: Path):
     cli = run_cli(
         "fit",
@@ -198,6 +205,7 @@ def test_a_progress_bar_named_in_the_config_is_kept(workdir: Path):
 # -- the GPU benchmark -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_gpu_benchmark_smoke_run_reports_every_variant(
     workdir: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ):

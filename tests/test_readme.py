@@ -43,6 +43,7 @@ def test_readme_has_commands():
     assert "make fit" in README.split("\n## ")[0] and "make test" in README.split("\n## ")[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", COMMANDS)
 def test_readme_command_runs(command: str, workdir: Path, digits_tree: Path):
     make_user_folder(workdir / "data" / "my-images", digits_tree)

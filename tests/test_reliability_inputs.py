@@ -145,6 +145,7 @@ def test_checkpoint_for_other_classes_names_both_sides(
     assert expected in message
 
 
+@pytest.mark.slow
 def test_resuming_with_another_network_names_both_sides(trained: Path, workdir: Path):
     run = Path("logs") / "default" / "version_0" / "checkpoints"
     run.mkdir(parents=True)

@@ -107,6 +107,7 @@ def fast_trainer(tmp_path: Path, **kwargs) -> L.Trainer:
     return L.Trainer(**{**options, **kwargs})
 
 
+@pytest.mark.slow
 def test_feature_extraction_trains_the_head_only_and_keeps_batch_norm_statistics(
     tmp_path: Path, digits_tree: Path
 ):
@@ -210,6 +211,7 @@ def staged_run(tmp_path: Path, digits_tree: Path, max_epochs: int, ckpt_path: st
     return watch, model
 
 
+@pytest.mark.slow
 def test_staged_unfreezing_continues_after_a_resume_past_the_unfreeze_epoch(
     tmp_path: Path, digits_tree: Path
 ):
@@ -226,6 +228,7 @@ def test_staged_unfreezing_continues_after_a_resume_past_the_unfreeze_epoch(
     assert model.net.features[1].training  # unfrozen batch norm trains again
 
 
+@pytest.mark.slow
 def test_staged_unfreezing_rejects_schedules_that_freeze_again_and_plain_models(
     tmp_path: Path, digits_tree: Path
 ):
@@ -239,6 +242,7 @@ def test_staged_unfreezing_rejects_schedules_that_freeze_again_and_plain_models(
         trainer.fit(plain, digits(digits_tree))
 
 
+@pytest.mark.slow
 def test_staged_unfreezing_works_with_the_speed_presets(tmp_path: Path, digits_tree: Path):
     callbacks = [StagedUnfreeze({1: "all"}), ChannelsLast(), TorchCompile(backend="eager")]
     model = TransferClassifier(ConvNet(10, in_channels=1, widths=[8, 16]), 10, trainable="head")
@@ -279,6 +283,7 @@ def test_init_from_a_template_checkpoint_loads_all_but_a_new_head(tmp_path: Path
 # -- the proof on real data ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_fine_tuning_from_digits_0_to_4_beats_scratch_on_5_to_9_with_10_labels_each(
     workdir: Path, tmp_path_factory: pytest.TempPathFactory, digits_tree: Path
 ):

@@ -16,6 +16,7 @@ from project import tune
 TRIAL = [arg for arg in FAST if "max_epochs" not in arg] + ["--trainer.max_epochs=2"]
 
 
+@pytest.mark.slow
 def test_three_trials_write_a_best_config_that_runs(workdir: Path, capsys: pytest.CaptureFixture):
     study = tune.run(["--config", "configs/default.yaml", "--trials", "3", *TRIAL])
 
@@ -40,6 +41,7 @@ def test_three_trials_write_a_best_config_that_runs(workdir: Path, capsys: pytes
     assert cli.model.net.dropout.p == study.best_params["model.init_args.net.init_args.dropout"]
 
 
+@pytest.mark.slow
 def test_trials_without_a_logger_keep_their_files_apart(workdir: Path):
     # Without a logger, Lightning writes config.yaml to the working directory:
     # the second trial used to stop there rather than overwrite the first's.
@@ -72,6 +74,7 @@ class AlwaysPrune(optuna.pruners.BasePruner):
         return True
 
 
+@pytest.mark.slow
 def test_a_pruned_trial_stops_after_its_first_validation(workdir: Path):
     space = tune.load_search_space("configs/search/default.yaml")
     search = tune.Study(
