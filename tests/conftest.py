@@ -35,6 +35,19 @@ FAST = [
 ]
 
 
+# The default run, and the default run with one preset stacked on it.
+DEFAULT = ["--config", "configs/default.yaml"]
+
+
+def preset(name: str) -> list[str]:
+    return [*DEFAULT, "--config", f"configs/presets/{name}.yaml"]
+
+
+def find_callback(cli, kind: type):
+    """The trainer's callback of type ``kind``."""
+    return next(c for c in cli.trainer.callbacks if isinstance(c, kind))
+
+
 class NetworkAccessError(RuntimeError):
     """Raised when a test tries to reach anything beyond this machine."""
 

@@ -6,17 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, run_cli
-
-DEFAULT = ["--config", "configs/default.yaml"]
-
-
-def preset(name: str) -> list[str]:
-    return [*DEFAULT, "--config", f"configs/presets/{name}.yaml"]
-
-
-def find_callback(cli, kind: type):
-    return next(c for c in cli.trainer.callbacks if isinstance(c, kind))
+from conftest import FAST, preset, run_cli
 
 
 @pytest.mark.slow

@@ -6,23 +6,13 @@ import math
 from pathlib import Path
 
 import pytest
-from conftest import FAST, run_cli
+from conftest import FAST, find_callback, preset, run_cli
 
 from project.callbacks.tuning import (
     PlottedLearningRateFinder,
     ScheduledBatchSizeFinder,
     steepest_descent,
 )
-
-DEFAULT = ["--config", "configs/default.yaml"]
-
-
-def preset(name: str) -> list[str]:
-    return [*DEFAULT, "--config", f"configs/presets/{name}.yaml"]
-
-
-def find_callback(cli, kind: type):
-    return next(c for c in cli.trainer.callbacks if isinstance(c, kind))
 
 
 @pytest.mark.slow

@@ -58,6 +58,22 @@ LEAVES: dict[str, dict] = {
             "notebooks/03-custom-losses.ipynb",
         ],
     },
+    "few labels and long tails": {
+        "modules": ["project.data.subsets"],
+        "paths": [
+            "configs/experiments/digits-5to9-scratch.yaml",
+            "configs/experiments/digits-5to9-features.yaml",
+            "configs/experiments/digits-5to9-finetune.yaml",
+            "configs/experiments/longtail-ce.yaml",
+            "configs/experiments/longtail-balanced-sampler.yaml",
+            "configs/experiments/longtail-label-smoothing.yaml",
+            "configs/experiments/longtail-weighted-ce.yaml",
+            "configs/experiments/longtail-focal.yaml",
+            "tests/test_subsets.py",
+            "notebooks/02-transfer-learning.ipynb",
+            "notebooks/03-custom-losses.ipynb",
+        ],
+    },
     "CSV source": {
         "modules": ["project.data.csv"],
         "paths": ["configs/experiments/csv.yaml", "tests/test_csv_source.py"],

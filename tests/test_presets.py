@@ -15,23 +15,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DISTRIBUTED_ENV, FAST, REPO, run_cli
+from conftest import DEFAULT, DISTRIBUTED_ENV, FAST, REPO, preset, run_cli
 from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from project.callbacks import PlainProgress
 from project.callbacks.progress import progress_bar_for
 
-DEFAULT = ["--config", "configs/default.yaml"]
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
-
-
-def preset(name: str) -> list[str]:
-    return [*DEFAULT, "--config", f"configs/presets/{name}.yaml"]
-
-
-def find_callback(cli, kind: type):
-    return next(c for c in cli.trainer.callbacks if isinstance(c, kind))
 
 
 # -- debugging ---------------------------------------------------------------------------

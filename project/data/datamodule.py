@@ -26,7 +26,7 @@ from project.data.files import (
     try_train_transform,
 )
 from project.data.sampling import ResumableSampler
-from project.data.splits import SPLITS, complete_split, kfold_split, thin_training
+from project.data.splits import SPLITS, TrainSubset, complete_split, kfold_split
 from project.data.statistics import split_statistics
 from project.data.transforms import (
     Preset,
@@ -127,11 +127,10 @@ class ImageDataModule(L.LightningDataModule):
         predict_root: A folder of images (any layout, labels not needed) for
             ``predict``; ``None`` predicts the test split.
         classes: Keep only these classes (by name, in this order); ``None`` keeps all.
-        train_per_class: Keep at most this many training images per class
-            (seeded), for few-label experiments; validation and test are untouched.
-        long_tail_ratio: Thin the training split to a long tail: class counts
-            fall geometrically from the largest class to ``1/long_tail_ratio`` of
-            it (in class-index order); validation and test are untouched.
+        train_subset: Keep only part of the training split, for few-label
+            (``project.data.subsets.FewLabels``) or long-tail
+            (``project.data.subsets.LongTail``) experiments; validation and test
+            are untouched.
     """
 
     def __init__(
@@ -158,8 +157,7 @@ class ImageDataModule(L.LightningDataModule):
         prefetch_factor: int | None = None,
         predict_root: str | None = None,
         classes: list[str] | None = None,
-        train_per_class: int | None = None,
-        long_tail_ratio: float | None = None,
+        train_subset: TrainSubset | None = None,
     ) -> None:
         super().__init__()
         if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1:
@@ -177,8 +175,6 @@ class ImageDataModule(L.LightningDataModule):
                 f"data.train_transforms and data.augment ({augment!r}) both set: use one "
                 "(a preset, or your own list)"
             )
-        if long_tail_ratio is not None and long_tail_ratio < 1:
-            raise ValueError(f"long_tail_ratio must be at least 1, got {long_tail_ratio}")
         if sampler not in ("random", "balanced"):
             raise ValueError(f"sampler must be 'random' or 'balanced', got {sampler!r}")
         if num_folds is not None and (num_folds < 2 or not 0 <= fold < num_folds):
@@ -209,8 +205,7 @@ class ImageDataModule(L.LightningDataModule):
         self.prefetch_factor = prefetch_factor
         self.predict_root = predict_root
         self.classes = classes
-        self.train_per_class = train_per_class
-        self.long_tail_ratio = long_tail_ratio
+        self.train_subset = train_subset
         self.class_names: list[str] = []
         self.datasets: dict[str, ImageDataset] = {}
         self.skipped: list[tuple[str, str]] = []
@@ -275,14 +270,11 @@ class ImageDataModule(L.LightningDataModule):
         by_split: dict[str, list[int]] = {name: [] for name in SPLITS}
         for index, name in enumerate(split):
             by_split[name].append(index)
-        by_split["train"] = thin_training(
-            by_split["train"],
-            samples.targets,
-            self.num_classes,
-            self.train_per_class,
-            self.long_tail_ratio,
-            self.seed,
-        )
+        if self.train_subset is not None:
+            targets = samples.targets
+            by_split["train"] = self.train_subset(
+                by_split["train"], targets, self.num_classes, self.seed
+            )
         if self.image_size is None:
             self._native_size = common_size(samples.store, checked)
         for name in SPLITS:

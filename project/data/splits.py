@@ -10,8 +10,6 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 
-import torch
-
 SPLITS = ("train", "val", "test")
 
 
@@ -131,38 +129,15 @@ def kfold_split(
     return result
 
 
-def thin_training(
-    indices: list[int],
-    targets: Sequence[int],
-    num_classes: int,
-    per_class: int | None,
-    long_tail_ratio: float | None,
-    seed: int,
-) -> list[int]:
-    """The training indices kept by ``train_per_class`` and ``long_tail_ratio`` (seeded).
+class TrainSubset:
+    """Chooses which training images a run keeps; validation and test keep all theirs.
 
-    ``per_class`` keeps at most that many images of each class; ``long_tail_ratio``
-    lets class counts fall geometrically, in class-index order, from the largest
-    class to ``1 / long_tail_ratio`` of it.
+    Subclasses (``project.data.subsets.FewLabels``, ``LongTail``) are chosen in
+    YAML as ``data.init_args.train_subset``.
     """
-    if per_class is None and long_tail_ratio is None:
-        return indices
-    generator = torch.Generator().manual_seed(seed)
-    order = [indices[i] for i in torch.randperm(len(indices), generator=generator)]
-    counts = Counter(targets[i] for i in indices)
-    largest = max(counts.values())
-    limits = {}
-    for index in range(num_classes):
-        limit = counts[index]
-        if long_tail_ratio is not None and num_classes > 1:
-            share = long_tail_ratio ** (-index / (num_classes - 1))
-            limit = min(limit, max(1, round(largest * share)))
-        if per_class is not None:
-            limit = min(limit, per_class)
-        limits[index] = limit
-    kept, taken = [], Counter()
-    for i in order:
-        if taken[targets[i]] < limits[targets[i]]:
-            kept.append(i)
-            taken[targets[i]] += 1
-    return sorted(kept)
+
+    def __call__(
+        self, indices: list[int], targets: Sequence[int], num_classes: int, seed: int
+    ) -> list[int]:
+        """The kept part of ``indices`` (positions into ``targets``); the same for the same seed."""
+        raise NotImplementedError

@@ -1,0 +1,80 @@
+"""Fewer training images: a few labels per class, or a long tail; for experiments on both."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+import torch
+
+from project.data.splits import TrainSubset
+
+
+def keep_at_most(
+    indices: list[int], targets: Sequence[int], limits: dict[int, int], seed: int
+) -> list[int]:
+    """Up to ``limits[c]`` of the ``indices`` of each class ``c``, drawn in a seeded order."""
+    generator = torch.Generator().manual_seed(seed)
+    order = [indices[i] for i in torch.randperm(len(indices), generator=generator)]
+    kept, taken = [], Counter()
+    for i in order:
+        if taken[targets[i]] < limits[targets[i]]:
+            kept.append(i)
+            taken[targets[i]] += 1
+    return sorted(kept)
+
+
+class FewLabels(TrainSubset):
+    """At most ``per_class`` training images of each class: few-label experiments.
+
+    YAML (``configs/experiments/digits-5to9-*.yaml``)::
+
+        data:
+          init_args:
+            train_subset:
+              class_path: project.data.subsets.FewLabels
+              init_args:
+                per_class: 10
+    """
+
+    def __init__(self, per_class: int) -> None:
+        if per_class < 1:
+            raise ValueError(f"per_class must be at least 1, got {per_class}")
+        self.per_class = per_class
+
+    def __call__(
+        self, indices: list[int], targets: Sequence[int], num_classes: int, seed: int
+    ) -> list[int]:
+        counts = Counter(targets[i] for i in indices)
+        limits = {c: min(counts[c], self.per_class) for c in range(num_classes)}
+        return keep_at_most(indices, targets, limits, seed)
+
+
+class LongTail(TrainSubset):
+    """Class counts falling geometrically, in class-index order, to ``1 / ratio`` of the largest.
+
+    YAML (``configs/experiments/longtail-*.yaml``)::
+
+        data:
+          init_args:
+            train_subset:
+              class_path: project.data.subsets.LongTail
+              init_args:
+                ratio: 10
+    """
+
+    def __init__(self, ratio: float) -> None:
+        if ratio < 1:
+            raise ValueError(f"ratio must be at least 1, got {ratio}")
+        self.ratio = ratio
+
+    def __call__(
+        self, indices: list[int], targets: Sequence[int], num_classes: int, seed: int
+    ) -> list[int]:
+        counts = Counter(targets[i] for i in indices)
+        largest = max(counts.values())
+        limits = {}
+        for c in range(num_classes):
+            share = self.ratio ** (-c / (num_classes - 1)) if num_classes > 1 else 1.0
+            limits[c] = min(counts[c], max(1, round(largest * share)))
+        return keep_at_most(indices, targets, limits, seed)
