@@ -187,11 +187,16 @@ def tensorboard_tags(log_dir: Path) -> tuple[set[str], set[str]]:
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory, digits_tree: Path) -> Path:
-    """The last checkpoint of a short fit of the default config (the crafted ones start here)."""
+    """The last checkpoint of a short fit of the default config (10 digit classes)."""
     folder = make_workdir(tmp_path_factory.mktemp("trained"), digits_tree)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)
         cli = run_cli("fit", "--config", "configs/default.yaml", *FAST, "--test_after_fit=false")
+    from project.callbacks import AtomicCheckpointIO, SaveOnInterrupt
+
+    # Written as every fit writes: atomically, with interrupt handling on.
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+    assert any(isinstance(c, SaveOnInterrupt) for c in cli.trainer.callbacks)
     return folder / cli.trainer.checkpoint_callback.last_model_path
 
 

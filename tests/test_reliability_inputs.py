@@ -14,13 +14,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import FAST, make_workdir, run_cli
+from conftest import FAST, run_cli
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from project.callbacks import (
     AtomicCheckpointIO,
     CheckpointWriteError,
-    SaveOnInterrupt,
 )
 from project.callbacks.checkpointing import claim_log_versions
 from project.data.sampling import ResumableSampler
@@ -97,19 +96,6 @@ def test_bad_config_is_one_line_naming_the_key(
 
 
 # -- checkpoints -----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, digits_tree: Path) -> Path:
-    """A checkpoint of the default config (10 digit classes), written by a short fit."""
-    folder = tmp_path_factory.mktemp("trained")
-    make_workdir(folder, digits_tree)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        cli = run_cli("fit", *DEFAULT, *FAST, "--test_after_fit=false")
-    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
-    assert any(isinstance(c, SaveOnInterrupt) for c in cli.trainer.callbacks)
-    return folder / cli.trainer.checkpoint_callback.last_model_path
 
 
 def test_checkpoints_and_logs_hold_no_pickled_code(trained: Path):

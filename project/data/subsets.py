@@ -10,21 +10,28 @@ import torch
 from project.data.splits import TrainSubset
 
 
-def keep_at_most(
-    indices: list[int], targets: Sequence[int], limits: dict[int, int], seed: int
-) -> list[int]:
-    """Up to ``limits[c]`` of the ``indices`` of each class ``c``, drawn in a seeded order."""
-    generator = torch.Generator().manual_seed(seed)
-    order = [indices[i] for i in torch.randperm(len(indices), generator=generator)]
-    kept, taken = [], Counter()
-    for i in order:
-        if taken[targets[i]] < limits[targets[i]]:
-            kept.append(i)
-            taken[targets[i]] += 1
-    return sorted(kept)
+class ClassLimits(TrainSubset):
+    """Keeps up to a number of training images per class, drawn in a seeded order."""
+
+    def limits(self, counts: Counter, num_classes: int) -> dict[int, int]:
+        """Images to keep per class index, given the training split's ``counts``."""
+        raise NotImplementedError
+
+    def __call__(
+        self, indices: list[int], targets: Sequence[int], num_classes: int, seed: int
+    ) -> list[int]:
+        limits = self.limits(Counter(targets[i] for i in indices), num_classes)
+        generator = torch.Generator().manual_seed(seed)
+        order = [indices[i] for i in torch.randperm(len(indices), generator=generator)]
+        kept, taken = [], Counter()
+        for i in order:
+            if taken[targets[i]] < limits[targets[i]]:
+                kept.append(i)
+                taken[targets[i]] += 1
+        return sorted(kept)
 
 
-class FewLabels(TrainSubset):
+class FewLabels(ClassLimits):
     """At most ``per_class`` training images of each class: few-label experiments.
 
     YAML (``configs/experiments/digits-5to9-*.yaml``)::
@@ -42,15 +49,11 @@ class FewLabels(TrainSubset):
             raise ValueError(f"per_class must be at least 1, got {per_class}")
         self.per_class = per_class
 
-    def __call__(
-        self, indices: list[int], targets: Sequence[int], num_classes: int, seed: int
-    ) -> list[int]:
-        counts = Counter(targets[i] for i in indices)
-        limits = {c: min(counts[c], self.per_class) for c in range(num_classes)}
-        return keep_at_most(indices, targets, limits, seed)
+    def limits(self, counts: Counter, num_classes: int) -> dict[int, int]:
+        return {c: min(counts[c], self.per_class) for c in range(num_classes)}
 
 
-class LongTail(TrainSubset):
+class LongTail(ClassLimits):
     """Class counts falling geometrically, in class-index order, to ``1 / ratio`` of the largest.
 
     YAML (``configs/experiments/longtail-*.yaml``)::
@@ -68,13 +71,10 @@ class LongTail(TrainSubset):
             raise ValueError(f"ratio must be at least 1, got {ratio}")
         self.ratio = ratio
 
-    def __call__(
-        self, indices: list[int], targets: Sequence[int], num_classes: int, seed: int
-    ) -> list[int]:
-        counts = Counter(targets[i] for i in indices)
+    def limits(self, counts: Counter, num_classes: int) -> dict[int, int]:
         largest = max(counts.values())
         limits = {}
         for c in range(num_classes):
             share = self.ratio ** (-c / (num_classes - 1)) if num_classes > 1 else 1.0
             limits[c] = min(counts[c], max(1, round(largest * share)))
-        return keep_at_most(indices, targets, limits, seed)
+        return limits
