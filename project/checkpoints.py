@@ -74,7 +74,8 @@ def read_checkpoint(
     """Loads a Lightning checkpoint with ``weights_only=True`` and checks its shape.
 
     Args:
-        source: A ``.ckpt`` file, or an open binary file.
+        source: A ``.ckpt`` file, a run folder (``logs/<experiment>``: the best
+            checkpoint of its newest run), or an open binary file.
         key: The config key or argument that gave the file, for the messages.
         mmap: Map the tensors instead of reading them (for a check before
             Lightning loads the same file; local files only).
@@ -85,12 +86,14 @@ def read_checkpoint(
         CheckpointError: The file is no checkpoint, holds pickled code, has no
             ``state_dict``, or has settings that are not a mapping.
     """
+    if isinstance(source, (str, Path)) and (Path(source).is_dir() or not Path(source).suffix):
+        source = run_checkpoint(Path(source), "best", key)
     if name is None:
         name = str(source) if isinstance(source, (str, Path)) else getattr(source, "name", "stream")
     if isinstance(source, (str, Path)) and not Path(source).is_file():
         raise FileNotFoundError(
-            f"{key}: checkpoint {str(source)!r} does not exist; train that model first "
-            "(its checkpoints are under logs/<name>/) or fix the path"
+            f"{key}: checkpoint {str(source)!r} does not exist; fix the path, or give the "
+            "run folder (logs/<experiment>) to take its newest run's best checkpoint"
         )
     try:
         checkpoint = torch.load(source, map_location="cpu", weights_only=True, mmap=mmap)
@@ -303,3 +306,44 @@ def network_state(checkpoint: dict[str, Any], path: str | Path) -> dict[str, tor
     if not state:
         raise ValueError(f"{path} holds no network weights (no 'net.' entries in its state_dict)")
     return state
+
+
+def run_checkpoint(runs: Path, which: str, key: str) -> Path:
+    """The ``best`` or ``last`` checkpoint of the newest run in ``runs`` (``logs/<experiment>``).
+
+    Only the last checkpoint's callback states are read (mapped, its tensors
+    are never loaded): its ModelCheckpoint remembers the best file.
+    """
+    found = sorted(runs.glob("*/checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        root = Path(__file__).resolve().parents[1]
+        writers = sorted(root.glob(f"configs/**/{runs.name}.yaml"))
+        first = "train that model first or give a .ckpt file"
+        if writers:
+            first = f"run {writers[0].relative_to(root)} first (its first lines give the command)"
+        raise FileNotFoundError(
+            f"{key}: no run in {runs} has a checkpoint (looked for {runs}/*/checkpoints/"
+            f"last.ckpt); {first}"
+        )
+    last = found[-1]
+    if which == "last":
+        return last
+    callbacks = read_checkpoint(last, key, mmap=True).get("callbacks")
+    best = next(
+        (
+            value.get("best_model_path")
+            for name, value in (callbacks if isinstance(callbacks, dict) else {}).items()
+            if str(name).startswith("ModelCheckpoint") and isinstance(value, dict)
+        ),
+        None,
+    )
+    if best and not Path(best).is_file():
+        # A relative path was relative to that run's working folder; a moved run
+        # folder keeps its files side by side.
+        best = str(last.parent / Path(best).name)
+    if not best or not Path(best).is_file():
+        raise FileNotFoundError(
+            f"{key}: {last} names no best checkpoint that still exists ({best!r}); "
+            "give a .ckpt file"
+        )
+    return Path(best)

@@ -7,36 +7,53 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from jsonargparse import Namespace
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from project.callbacks import (
-    AtomicCheckpointIO,
-    PredictionWriter,
-    RunDirectoryError,
-    SaveOnInterrupt,
-)
-from project.callbacks.checkpointing import check_writable, claim_log_versions
+from project.callbacks.checkpointing import RunDirectoryError, check_writable, claim_log_versions
 from project.callbacks.linking import LinkDataToModel
 from project.callbacks.progress import progress_bar_for
-from project.checkpoints import CheckpointError, check_import_paths, class_paths, read_checkpoint
+from project.checkpoints import (
+    CheckpointError,
+    check_import_paths,
+    class_paths,
+    read_checkpoint,
+    run_checkpoint,
+)
 from project.data import ImageDataModule
 from project.errors import ProjectArgumentParser, constructor_error
 from project.models import ImageClassifier
+
+# What every run shares (trainer, logger, checkpoints, the safety callbacks),
+# read before the --config files for every subcommand.
+BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
 
 
 class ProjectCLI(LightningCLI):
     """LightningCLI that links the data's facts into the model and reports each run."""
 
-    def __init__(self, *positional: Any, args: ArgsType = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *positional: Any,
+        args: ArgsType = None,
+        parser_kwargs: dict[str, Any] | None = None,
+        run: bool = True,
+        **kwargs: Any,
+    ) -> None:
         given = sys.argv[1:] if args is None else args
         # What the parsers must serve, known before they are built (see subcommands).
         self._command_line = list(given) if isinstance(given, (list, tuple)) else None
-        super().__init__(*positional, args=args, **kwargs)
+        parser_kwargs = dict(parser_kwargs or {})
+        base = {"default_config_files": [str(BASE_CONFIG)]} if BASE_CONFIG.is_file() else {}
+        for name in self.subcommands() if run else ():
+            parser_kwargs[name] = {**base, **parser_kwargs.get(name, {})}
+        if not run:
+            parser_kwargs = {**base, **parser_kwargs}
+        super().__init__(*positional, args=args, parser_kwargs=parser_kwargs, run=run, **kwargs)
 
     def subcommands(self) -> dict[str, set[str]]:
         """Lightning's subcommands; only the one named first on the command line, if any.
@@ -77,6 +94,22 @@ class ProjectCLI(LightningCLI):
                 help="Evaluate the best checkpoint on the test split when fit ends.",
             )
         return parser
+
+    def before_instantiate_classes(self) -> None:
+        """Names the run's log folder after the experiment when the logger leaves it to us.
+
+        ``name: null`` (as ``configs/base.yaml`` has it) becomes the stem of the
+        last ``--config`` file outside a ``presets`` folder, so runs of
+        ``configs/experiments/longtail-focal.yaml`` go to ``logs/longtail-focal/``.
+        """
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        logger = config.get("trainer", {}).get("logger")
+        if not isinstance(logger, Namespace) or "name" not in (logger.get("init_args") or {}):
+            return
+        if logger.init_args.name is None:
+            files = [Path(str(f)) for f in config.get("config") or []]
+            stems = [f.stem for f in files if "presets" not in f.parent.parts]
+            logger.init_args.name = stems[-1] if stems else "lightning_logs"
 
     def instantiate_classes(self) -> None:
         # jsonargparse wraps what a constructor raises (a missing data root, a bad
@@ -124,34 +157,15 @@ class ProjectCLI(LightningCLI):
         experiment (``<save_dir>/<name>/version_*/checkpoints``).
         """
         config = self.config_init[self.subcommand]
-        name = config.get("ckpt_path")
-        if name not in ("best", "last") or self._fitted_here():
+        which = config.get("ckpt_path")
+        if which not in ("best", "last") or self._fitted_here():
             return
-        last = self._latest_last_checkpoint()
-        if name == "last":
-            config["ckpt_path"] = str(last)
-            self._check_checkpoint(config["ckpt_path"])
-            return
-        # Only its callbacks are read: mapped, the tensors are never loaded.
-        state = read_checkpoint(last, "ckpt_path", mmap=True)
-        callbacks = state.get("callbacks")
-        best = next(
-            (
-                value.get("best_model_path")
-                for key, value in (callbacks if isinstance(callbacks, dict) else {}).items()
-                if str(key).startswith("ModelCheckpoint")
-                and isinstance(value, dict)
-                and value.get("best_model_path")
-            ),
-            None,
-        )
-        if not best or not Path(best).is_file():
-            raise FileNotFoundError(
-                f"{last} names no best checkpoint that still exists ({best!r}); "
-                "pass --ckpt_path with a file path"
-            )
-        config["ckpt_path"] = best
-        self._check_checkpoint(best)
+        logger = self.trainer.logger
+        if logger is None or logger.save_dir is None:
+            raise FileNotFoundError("--ckpt_path best/last needs a logger; pass a checkpoint file")
+        runs = Path(logger.save_dir) / (logger.name or "")
+        config["ckpt_path"] = str(run_checkpoint(runs, which, "ckpt_path"))
+        self._check_checkpoint(config["ckpt_path"])
 
     def _fitted_here(self) -> bool:
         return any(
@@ -159,19 +173,6 @@ class ProjectCLI(LightningCLI):
             for callback in self.trainer.checkpoint_callbacks
             if isinstance(callback, ModelCheckpoint)
         )
-
-    def _latest_last_checkpoint(self) -> Path:
-        logger = self.trainer.logger
-        if logger is None or logger.save_dir is None:
-            raise FileNotFoundError("--ckpt_path best/last needs a logger; pass a checkpoint file")
-        runs = Path(logger.save_dir) / (logger.name or "")
-        candidates = sorted(runs.glob("*/checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime)
-        if not candidates:
-            raise FileNotFoundError(
-                f"no earlier run of this config has a last checkpoint: looked for "
-                f"{runs}/*/checkpoints/last.ckpt; train first or pass --ckpt_path FILE"
-            )
-        return candidates[-1]
 
     def _parse_ckpt_path(self) -> None:
         """Checks a ``--ckpt_path`` file before anything is built; never takes settings from it.
@@ -225,14 +226,6 @@ class ProjectCLI(LightningCLI):
             self._check_run_folders()
         except RunDirectoryError as error:
             self.parser.error(str(error))
-        strategy = self.trainer.strategy
-        if type(strategy.checkpoint_io) is TorchCheckpointIO:
-            strategy.checkpoint_io = AtomicCheckpointIO()
-        if not any(isinstance(c, SaveOnInterrupt) for c in self.trainer.callbacks):
-            self.trainer.callbacks.append(SaveOnInterrupt())
-        # The training sampler (ResumableSampler) continues a mid-epoch checkpoint
-        # at its next batch; Lightning cannot see that and warns of unreliable results.
-        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended")
 
     def _check_run_folders(self) -> None:
         """Fails now, not after the first epoch, when logs or checkpoints cannot be written."""
@@ -255,8 +248,6 @@ class ProjectCLI(LightningCLI):
 
     def before_predict(self) -> None:
         self._prepare_run()
-        if not any(isinstance(c, PredictionWriter) for c in self.trainer.callbacks):
-            self.trainer.callbacks.append(PredictionWriter())
 
     # -- the end of fit ----------------------------------------------------------------
 

@@ -109,8 +109,14 @@ class ProjectArgumentParser(LightningArgumentParser):
             super().error(message, ex)
         parser = getattr(ex, "subcommand_parser", None) or self
         command = parser.prog.replace(" [options]", "")
+        line = short_parser_error(message)
+        if re.search(r"^(model|data)\b.*: required|required: (\w+\.)?(model|data)\b", line):
+            line += (
+                "; a config that changes only a few keys is an overlay: give "
+                "configs/default.yaml (or another whole config) before it"
+            )
         sys.stderr.write(
-            f"error: {short_parser_error(message)}\n"
+            f"error: {line}\n"
             f"  ({command} --help lists the options; JSONARGPARSE_DEBUG=1 shows the full message)\n"
         )
         self.exit(2)

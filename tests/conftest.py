@@ -43,6 +43,26 @@ def preset(name: str) -> list[str]:
     return [*DEFAULT, "--config", f"configs/presets/{name}.yaml"]
 
 
+def is_overlay(name: str) -> bool:
+    """Whether a config under ``configs/`` changes only a few keys of the default config.
+
+    A whole config names its data and its model classes; presets and the
+    digits experiments do not, and run stacked on ``configs/default.yaml``.
+    """
+    import yaml
+
+    config = yaml.safe_load((CONFIGS / name).read_text()) or {}
+    return not all(
+        isinstance(config.get(k), dict) and "class_path" in config[k] for k in ("data", "model")
+    )
+
+
+def experiment(name: str) -> list[str]:
+    """The ``--config`` arguments that run ``configs/experiments/<name>.yaml`` (see its header)."""
+    path = f"experiments/{name}.yaml"
+    return [*(DEFAULT if is_overlay(path) else []), "--config", f"configs/{path}"]
+
+
 def find_callback(cli, kind: type):
     """The trainer's callback of type ``kind``."""
     return next(c for c in cli.trainer.callbacks if isinstance(c, kind))

@@ -224,6 +224,9 @@ def write_template_checkpoint(
             "class_names": class_names,
         },
     }
+    if path.name.startswith("last"):
+        # As ModelCheckpoint leaves it: last.ckpt remembers the run's best file.
+        checkpoint["callbacks"] = {"ModelCheckpoint{}": {"best_model_path": str(path)}}
     torch.save(checkpoint, path)
     return path
 
@@ -237,10 +240,10 @@ def config_net(config: str, key: str = "net") -> dict:
 
 
 def prepare_digits_transfer(workdir: Path) -> list[str]:
-    # Stands in for step 1 (digits-0to4-pretrain.yaml) at the path step 2 reads.
+    # Stands in for a run of step 1 (digits-0to4-pretrain.yaml) where step 2 looks.
     write_template_checkpoint(
-        workdir / "logs" / "digits-0to4" / "checkpoints" / "best.ckpt",
-        config_net("experiments/digits-0to4-pretrain.yaml"),
+        workdir / "logs" / "digits-0to4-pretrain" / "version_0" / "checkpoints" / "last.ckpt",
+        config_net("default.yaml"),
         [str(digit) for digit in range(5)],
         [0.3],
         [0.37],
@@ -250,8 +253,8 @@ def prepare_digits_transfer(workdir: Path) -> list[str]:
 
 def prepare_digits_distillation(workdir: Path) -> list[str]:
     write_template_checkpoint(
-        workdir / "logs" / "digits-teacher" / "checkpoints" / "best.ckpt",
-        config_net("experiments/digits-teacher.yaml"),
+        workdir / "logs" / "digits-teacher" / "version_0" / "checkpoints" / "last.ckpt",
+        config_net("default.yaml"),
         [str(digit) for digit in range(10)],
         [0.3],
         [0.37],
@@ -301,15 +304,18 @@ def train_digits_0to4(folder: Path, digits: Path, epochs: int = 8) -> Path:
 
     from conftest import CONFIGS, run_cli
 
-    checkpoint = folder / "logs" / "digits-0to4" / "checkpoints" / "best.ckpt"
-    if checkpoint.is_file():
-        return checkpoint
+    from project.checkpoints import run_checkpoint
+
+    runs = folder / "logs" / "digits-0to4-pretrain"
+    if runs.is_dir():
+        return run_checkpoint(runs, "best", "test")
     folder.mkdir(parents=True, exist_ok=True)
     before = Path.cwd()
     os.chdir(folder)  # the config's relative paths (logs/...) land in folder
     try:
         run_cli(
             "fit",
+            f"--config={CONFIGS / 'default.yaml'}",
             f"--config={CONFIGS / 'experiments' / 'digits-0to4-pretrain.yaml'}",
             f"--data.init_args.root={digits}",
             f"--trainer.max_epochs={epochs}",
@@ -321,4 +327,4 @@ def train_digits_0to4(folder: Path, digits: Path, epochs: int = 8) -> Path:
         )
     finally:
         os.chdir(before)
-    return checkpoint
+    return run_checkpoint(runs, "best", "test")

@@ -1,7 +1,7 @@
 """Every YAML under configs/ runs in a fast form (and so parses); the GPU ones only parse here.
 
-Experiments run on their own; presets are overlays, so each runs stacked on
-the default config, the way the README tells users to use them.
+Whole configs run on their own; overlays (presets, the digits experiments)
+run stacked on the default config, the way their first lines tell users to.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONFIGS, FAST, run_cli
+from conftest import CONFIGS, DEFAULT, FAST, experiment, is_overlay, run_cli
 from fakes import preparer_for
 
 # configs/search/ holds search spaces for project.tune, not training configs
@@ -28,10 +28,7 @@ def needed_gpus(name: str) -> int:
 
 
 def config_args(name: str, workdir: Path) -> list[str]:
-    args = []
-    if name.startswith("presets/"):
-        args += ["--config", "configs/default.yaml"]
-    args += ["--config", f"configs/{name}"]
+    args = [*(DEFAULT if is_overlay(name) else []), "--config", f"configs/{name}"]
     prepare = preparer_for(name)
     if prepare is not None:
         args += prepare(workdir)
@@ -63,6 +60,10 @@ def test_config_runs_fast(name: str, workdir: Path):
     torch.use_deterministic_algorithms(False)
     assert cli.trainer.state.finished, f"{name}: fit did not finish"
     assert cli.trainer.global_step > 0
+    # Runs are logged under the experiment's file name (presets keep the default's).
+    expected = "default" if name.startswith("presets/") else Path(name).stem
+    if not cli.trainer.fast_dev_run:  # which logs nothing
+        assert cli.trainer.logger.name == expected
     # Its checkpoint names only trusted classes, so Python loads it back as it is.
     last = cli.trainer.checkpoint_callback and cli.trainer.checkpoint_callback.last_model_path
     if last:
@@ -72,3 +73,65 @@ def test_config_runs_fast(name: str, workdir: Path):
         state = loaded.state_dict()
         for key, value in cli.model.state_dict().items():
             assert torch.equal(state[key], value), f"{name}: {key}"
+
+
+EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiments").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_says_how_to_run_it(name: str):
+    # The header's command is what the tests run (experiment() stacks overlays on the default).
+    text = (CONFIGS / "experiments" / f"{name}.yaml").read_text()
+    command = "python -m project fit " + " ".join(experiment(name))
+    assert command in text, f"{name}.yaml: its first lines should show `{command}`"
+
+
+def _all_configs() -> dict[str, dict]:
+    import yaml
+
+    return {name: yaml.safe_load((CONFIGS / name).read_text()) or {} for name in ALL}
+
+
+def test_overlays_hold_only_what_differs_from_the_base():
+    base = yaml_load("base.yaml")["trainer"]
+    for name, config in _all_configs().items():
+        if name == "base.yaml":
+            continue
+        trainer = config.get("trainer") or {}
+        # The log folder is named after the file: no config retypes it.
+        assert "logger" not in trainer, f"{name} sets trainer.logger; base.yaml has it"
+        for key in ("accelerator", "devices", "precision", "plugins"):
+            if name.startswith("presets/"):
+                continue  # presets exist to change exactly these
+            assert trainer.get(key, base.get(key)) == base.get(key), f"{name} repeats {key}"
+        listed = [c.get("class_path", "") for c in trainer.get("callbacks") or []]
+        assert not listed, f"{name}: `callbacks:` replaces base.yaml's list; use `callbacks+:`"
+
+
+def test_no_config_sets_a_value_the_run_ignores():
+    for name, config in _all_configs().items():
+        init = (config.get("model") or {}).get("init_args") or {}
+        scheduler = (init.get("scheduler") or {}).get("class_path", "")
+        optimizer = (init.get("optimizer") or {}).get("init_args") or {}
+        if scheduler.endswith("OneCycleLR"):
+            assert "lr" not in optimizer, f"{name}: OneCycleLR sets lr from max_lr every step"
+
+
+def yaml_load(name: str) -> dict:
+    import yaml
+
+    return yaml.safe_load((CONFIGS / name).read_text())
+
+
+@pytest.mark.parametrize(
+    ("needing", "first"),
+    [("digits-5to9-finetune", "digits-0to4-pretrain"), ("digits-distillation", "digits-teacher")],
+)
+def test_a_config_that_needs_another_run_names_it(needing, first, workdir, capsys):
+    text = (CONFIGS / "experiments" / f"{needing}.yaml").read_text()
+    assert text.startswith(f"# Needs: configs/experiments/{first}.yaml, run first.")
+    with pytest.raises(SystemExit):
+        run_cli("fit", *experiment(needing), *FAST)
+    error = capsys.readouterr().err
+    assert f"run configs/experiments/{first}.yaml first" in error
+    assert len(error.strip().splitlines()) == 2  # the line, and where --help is

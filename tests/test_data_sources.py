@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import FAST, run_cli, tensorboard_tags
 from fakes import write_image_folder
+from torchvision.transforms import v2
 
 from project.callbacks import PredictionWriter, TrainingImageGrid
 from project.data import ImageFolderDataModule
@@ -34,7 +35,8 @@ def test_image_grid_shows_augmented_images_with_class_captions(tmp_path: Path):
     assert set(captions) <= set(CLASSES)
     picture = grid._draw(images, captions)
     assert picture.shape == (3, 3 * (32 + 14), 4 * 32) and picture.dtype == torch.uint8
-    mixing = ImageFolderDataModule(root=str(root), mixup_alpha=1.0, num_workers=0)
+    mixup = v2.MixUp(alpha=1.0)
+    mixing = ImageFolderDataModule(root=str(root), batch_transform=mixup, num_workers=0)
     mixing.setup("fit")
     _, mixed_captions = grid._samples(mixing, mixing.datasets["train"])
     assert any(" + " in caption for caption in mixed_captions)

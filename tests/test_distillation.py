@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FAST, run_cli
+from conftest import FAST, experiment, run_cli
 from crafted import assert_names, assert_nothing_ran, craft
 from fakes import train_digits_0to4, write_template_checkpoint
 from test_model_inputs import assert_a_checkpoint_predicts_alone
@@ -111,7 +111,7 @@ def test_a_student_learns_from_the_teacher_alone_and_saves_only_itself(
     before = torch.load(teacher, weights_only=True)["state_dict"]
     cli = run_cli(
         "fit",
-        "--config=configs/experiments/digits-distillation.yaml",
+        *experiment("digits-distillation"),
         f"--model.init_args.teacher_checkpoint={teacher}",
         '--data.init_args.classes=["0", "1", "2", "3", "4"]',
         "--model.init_args.loss.init_args.alpha=1.0",  # the labels are not used at all
@@ -210,7 +210,7 @@ def test_a_student_checkpoint_predicts_alone(
 ):
     teacher = train_digits_0to4(tmp_path_factory.getbasetemp() / "digits-0to4", digits_tree)
     config = [
-        "--config=configs/experiments/digits-distillation.yaml",
+        *experiment("digits-distillation"),
         f"--model.init_args.teacher_checkpoint={teacher}",
         '--data.init_args.classes=["0", "1", "2", "3", "4"]',
     ]

@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning.pytorch as L
 import pytest
 import torch
-from conftest import FAST, run_cli
+from conftest import FAST, experiment, run_cli
 from crafted import CRAFTED, assert_loader_refuses, assert_names, assert_nothing_ran, craft
 from fakes import train_digits_0to4, write_template_checkpoint, write_torchvision_weights
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
@@ -292,7 +292,7 @@ def test_fine_tuning_from_digits_0_to_4_beats_scratch_on_5_to_9_with_10_labels_e
     for name in ("scratch", "finetune"):
         cli = run_cli(
             "fit",
-            f"--config=configs/experiments/digits-5to9-{name}.yaml",
+            *experiment(f"digits-5to9-{name}"),
             *FAST,
             "--trainer.max_epochs=12",
             "--trainer.limit_val_batches=1.0",
@@ -396,7 +396,7 @@ def test_a_fine_tuned_checkpoint_predicts_alone(
 ):
     pretrained = train_digits_0to4(tmp_path_factory.getbasetemp() / "digits-0to4", digits_tree)
     config = [
-        "--config=configs/experiments/digits-5to9-finetune.yaml",
+        *experiment("digits-5to9-finetune"),
         f"--model.init_args.init_from={pretrained}",
     ]
     assert_a_checkpoint_predicts_alone(

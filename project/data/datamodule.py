@@ -7,12 +7,12 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
 
 import lightning.pytorch as L
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
+from torch.utils.data import DataLoader, RandomSampler
 from torchvision.transforms import v2
 
 from project.data.check import FileCheck, check_files
@@ -25,13 +25,12 @@ from project.data.files import (
     scan_folder,
     try_train_transform,
 )
-from project.data.sampling import ResumableSampler
+from project.data.sampling import ResumableSampler, TrainSampler
 from project.data.splits import SPLITS, TrainSubset, complete_split, kfold_split
 from project.data.statistics import split_statistics
 from project.data.transforms import (
     Preset,
     Size,
-    batch_mixing,
     compose,
     eval_transforms,
     train_preset,
@@ -75,8 +74,8 @@ class ImageDataModule(L.LightningDataModule):
     built before any file is read) and implements :meth:`find_samples`.
 
     Images stay uint8 from decoding through augmentation and batching: the
-    model scales and normalizes them on its device (MixUp and CutMix, when on,
-    hand it float images in [0, 1]). The data computes the facts the model
+    model scales and normalizes them on its device (a ``batch_transform``,
+    when set, hands it float images in [0, 1]). The data computes the facts the model
     learns from it (class names, channels, the training split's statistics and
     class counts); the CLI passes them on. The data never reads the model.
 
@@ -107,10 +106,10 @@ class ImageDataModule(L.LightningDataModule):
         train_transforms: Your own list of ``torchvision.transforms.v2`` transforms
             for training instead of a preset, applied to uint8 images; it must end
             at a fixed size (``image_size``). ``None`` uses ``augment``.
-        mixup_alpha: MixUp on training batches with this Beta(alpha, alpha)
-            parameter (0: off). Targets become soft, ``(N, num_classes)``; the loss
-            must accept them (``nn.CrossEntropyLoss`` does).
-        cutmix_alpha: CutMix likewise; with both on, each batch gets one at random.
+        batch_transform: A ``torchvision.transforms.v2`` transform of whole training
+            batches on the device, given float images in [0, 1] and one-hot targets:
+            ``v2.MixUp``, ``v2.CutMix``, or ``v2.RandomChoice`` of both. Targets become
+            soft, ``(N, num_classes)``; ``nn.CrossEntropyLoss`` accepts them.
         cache: Decode all images once at setup and keep them in memory as uint8,
             shared with the worker processes. With ``image_size`` set, larger images
             are kept with their shorter side at ``resize_size``.
@@ -120,9 +119,9 @@ class ImageDataModule(L.LightningDataModule):
             changed files. Turn off only for large datasets known to be clean.
         strict: Stop at setup with the full list of unusable files or CSV rows,
             instead of skipping them with one warning.
-        sampler: ``random`` shuffles; ``balanced`` draws training images with
-            probability inversely proportional to their class's size
-            (WeightedRandomSampler), so every class is seen equally often.
+        sampler: What draws the training images each epoch, given their class
+            indices (``project.data.subsets.Balanced``: every class equally
+            often); ``None`` shuffles them.
         prefetch_factor: Batches each worker prepares ahead (``None``: PyTorch's default).
         predict_root: A folder of images (any layout, labels not needed) for
             ``predict``; ``None`` predicts the test split.
@@ -148,12 +147,11 @@ class ImageDataModule(L.LightningDataModule):
         augment: Preset = "none",
         horizontal_flip: bool = True,
         train_transforms: list[v2.Transform] | None = None,
-        mixup_alpha: float = 0.0,
-        cutmix_alpha: float = 0.0,
+        batch_transform: v2.Transform | None = None,
         cache: bool = False,
         check_files: bool = True,
         strict: bool = False,
-        sampler: Literal["random", "balanced"] = "random",
+        sampler: TrainSampler | None = None,
         prefetch_factor: int | None = None,
         predict_root: str | None = None,
         classes: list[str] | None = None,
@@ -175,14 +173,11 @@ class ImageDataModule(L.LightningDataModule):
                 f"data.train_transforms and data.augment ({augment!r}) both set: use one "
                 "(a preset, or your own list)"
             )
-        if sampler not in ("random", "balanced"):
-            raise ValueError(f"sampler must be 'random' or 'balanced', got {sampler!r}")
         if num_folds is not None and (num_folds < 2 or not 0 <= fold < num_folds):
             raise ValueError(
                 f"num_folds must be at least 2 and fold in 0..num_folds-1; got "
                 f"num_folds={num_folds}, fold={fold}"
             )
-        batch_mixing(mixup_alpha, cutmix_alpha, 2)  # validates the alphas now, not at fit
         self.batch_size = batch_size
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.channels = channels
@@ -196,8 +191,7 @@ class ImageDataModule(L.LightningDataModule):
         self.augment = augment
         self.horizontal_flip = horizontal_flip
         self.train_transforms = list(train_transforms or [])
-        self.mixup_alpha = mixup_alpha
-        self.cutmix_alpha = cutmix_alpha
+        self.batch_transform = batch_transform
         self.cache = cache
         self.check_files = check_files
         self.strict = strict
@@ -210,7 +204,6 @@ class ImageDataModule(L.LightningDataModule):
         self.datasets: dict[str, ImageDataset] = {}
         self.skipped: list[tuple[str, str]] = []
         self._native_size: Size | None = None
-        self._mixer: Any = None
         self._check: FileCheck | None = None
         self._statistics: tuple[list[float], list[float]] | None = None
 
@@ -287,7 +280,6 @@ class ImageDataModule(L.LightningDataModule):
         for name in ("val", "test"):
             self.datasets[name].transform = self.eval_transform()
         try_train_transform(self.datasets["train"], checked)
-        self._mixer = batch_mixing(self.mixup_alpha, self.cutmix_alpha, self.num_classes)
 
     def _checked(self, samples: Samples) -> tuple[Samples, FileCheck, list[tuple[str, str]]]:
         """Decodes every file; drops the unreadable ones; keeps the images when caching."""
@@ -392,20 +384,16 @@ class ImageDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch: tuple, dataloader_idx: int) -> tuple:
         # Batches travel to the device as uint8 (a quarter of the bytes of float32);
         # the model converts them there, once per batch rather than once per image.
-        # Mixing blends pixels, so a mixed batch is float in [0, 1].
         images, targets = batch
-        if self._mixer is not None and self.trainer is not None and self.trainer.training:
+        if self.batch_transform is not None and self.trainer is not None and self.trainer.training:
             images, targets = self.mix(images.to(torch.float32).div_(255.0), targets)
         return images, targets
 
     def mix(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """MixUp/CutMix of a float batch and its class indices, when configured (after setup).
-
-        Returns soft targets ``(N, num_classes)`` when mixing is on, the batch unchanged otherwise.
-        """
-        if self._mixer is None:
+        """The ``batch_transform`` of a float batch and its class indices (soft targets out)."""
+        if self.batch_transform is None:
             return images, targets
-        return self._mixer(images, targets)
+        return self.batch_transform(images, F.one_hot(targets, self.num_classes).to(images.dtype))
 
     def training_statistics(self) -> tuple[list[float], list[float]]:
         """Per-channel mean and std (0-1 scale) of the training images, computed once, after setup.
@@ -461,8 +449,7 @@ class ImageDataModule(L.LightningDataModule):
         sampler = None
         if shuffle:
             # Seeded per epoch and batch: a resumed run draws what an uninterrupted one draws.
-            balanced = self.sampler == "balanced"
-            draws = self._balanced_sampler() if balanced else RandomSampler(dataset)
+            draws = self.sampler(dataset.targets) if self.sampler else RandomSampler(dataset)
             sampler = ResumableSampler(draws, self.batch_size, self.trainer)
         return DataLoader(
             dataset,
@@ -485,12 +472,6 @@ class ImageDataModule(L.LightningDataModule):
         if self.trainer is not None:
             return self.trainer.strategy.root_device.type == "cuda"
         return torch.cuda.is_available()
-
-    def _balanced_sampler(self) -> WeightedRandomSampler:
-        targets = self.datasets["train"].targets
-        counts = Counter(targets)
-        weights = torch.tensor([1.0 / counts[t] for t in targets], dtype=torch.float64)
-        return WeightedRandomSampler(weights, num_samples=len(targets), replacement=True)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

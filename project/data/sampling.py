@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import os
 import random
+import warnings
 from collections.abc import Iterator
 
 import lightning.pytorch as L
 import numpy as np
 import torch
-from torch.utils.data import RandomSampler, Sampler, WeightedRandomSampler
+from torch.utils.data import Sampler
+
+# ResumableSampler continues a mid-epoch checkpoint at its next batch; Lightning
+# cannot see that and warns that the resumed results may be unreliable.
+warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended")
 
 
 def derived_seed(seed: int, *path: int) -> int:
@@ -23,6 +28,19 @@ def reseed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)
+
+
+class TrainSampler:
+    """What draws the training images each epoch: subclass it and name it as ``data.sampler``.
+
+    Called once per loader with the training images' class indices; returns a
+    ``torch.utils.data.Sampler`` over their positions that draws from its
+    ``generator`` attribute (as torch's random samplers do). The loader wraps it in
+    :class:`ResumableSampler`, which seeds it per epoch and resumes mid-epoch.
+    """
+
+    def __call__(self, targets: list[int]) -> Sampler[int]:
+        raise NotImplementedError
 
 
 class ResumableSampler(Sampler[int]):
@@ -48,8 +66,8 @@ class ResumableSampler(Sampler[int]):
     Lightning calls :meth:`set_epoch` at the start of every epoch.
 
     Args:
-        sampler: The random sampler whose draws are made reproducible
-            (``RandomSampler`` or ``WeightedRandomSampler``).
+        sampler: The random sampler whose draws are made reproducible: one with a
+            ``generator`` attribute, as ``RandomSampler`` and ``WeightedRandomSampler`` have.
         batch_size: Samples per batch, so batch boundaries are known.
         trainer: The trainer, to find where a restored run stands.
         seed: Base seed; ``None`` takes the one ``seed_everything`` set (the
@@ -58,7 +76,7 @@ class ResumableSampler(Sampler[int]):
 
     def __init__(
         self,
-        sampler: RandomSampler | WeightedRandomSampler,
+        sampler: Sampler[int],
         batch_size: int,
         trainer: L.Trainer | None = None,
         seed: int | None = None,

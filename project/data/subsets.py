@@ -1,4 +1,4 @@
-"""Fewer training images: a few labels per class, or a long tail; for experiments on both."""
+"""Few labels and long tails: fewer training images per class, and a class-balanced sampler."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ from collections import Counter
 from collections.abc import Sequence
 
 import torch
+from torch.utils.data import WeightedRandomSampler
 
+from project.data.sampling import TrainSampler
 from project.data.splits import TrainSubset
 
 
@@ -78,3 +80,16 @@ class LongTail(ClassLimits):
             share = self.ratio ** (-c / (num_classes - 1)) if num_classes > 1 else 1.0
             limits[c] = min(counts[c], max(1, round(largest * share)))
         return limits
+
+
+class Balanced(TrainSampler):
+    """Draws training images with probability inversely proportional to their class's size.
+
+    With replacement, as many draws per epoch as there are images, so every class
+    is seen about equally often: the data side of what class weights do in the loss.
+    """
+
+    def __call__(self, targets: list[int]) -> WeightedRandomSampler:
+        counts = Counter(targets)
+        weights = torch.tensor([1.0 / counts[t] for t in targets], dtype=torch.float64)
+        return WeightedRandomSampler(weights, num_samples=len(targets), replacement=True)

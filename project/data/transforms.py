@@ -7,7 +7,6 @@ later, once per batch, on the device.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -129,26 +128,3 @@ def train_preset(
         v2.TrivialAugmentWide(),
         v2.RandomErasing(p=0.25),
     ]
-
-
-def batch_mixing(
-    mixup_alpha: float, cutmix_alpha: float, num_classes: int
-) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None:
-    """MixUp and/or CutMix for a batch ``(images, class indices)``; ``None`` when both are off.
-
-    The result has soft targets of shape ``(N, num_classes)`` (the mixing
-    weights of the two classes in each image), which ``nn.CrossEntropyLoss``
-    accepts. With both on, each batch gets one of them at random.
-    """
-    if mixup_alpha < 0 or cutmix_alpha < 0:
-        raise ValueError(
-            f"mixup_alpha ({mixup_alpha}) and cutmix_alpha ({cutmix_alpha}) must be >= 0"
-        )
-    mixers: list[v2.Transform] = []
-    if mixup_alpha > 0:
-        mixers.append(v2.MixUp(alpha=mixup_alpha, num_classes=num_classes))
-    if cutmix_alpha > 0:
-        mixers.append(v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes))
-    if not mixers:
-        return None
-    return mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)
