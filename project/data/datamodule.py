@@ -3,133 +3,71 @@
 from __future__ import annotations
 
 import math
-import os
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning.pytorch as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, RandomSampler
 from torchvision.transforms import v2
 
-from project.data.check import FileCheck, check_files
-from project.data.files import (
-    DecodedImages,
-    ImageDataset,
-    ImageFiles,
-    ImageStore,
-    common_size,
-    scan_folder,
-    try_train_transform,
-)
+from project.data.check import FileCheck
+from project.data.files import ImageDataset, ImageFiles, common_size, try_train_transform
+from project.data.reports import report_skipped, split_table
+from project.data.samples import Samples, checked_samples, default_num_workers, folder_to_predict
 from project.data.sampling import ResumableSampler, TrainSampler
 from project.data.splits import SPLITS, TrainSubset, complete_split, kfold_split
 from project.data.statistics import split_statistics
-from project.data.transforms import (
-    Preset,
-    Size,
-    compose,
-    eval_transforms,
-    train_preset,
-)
+from project.data.transforms import Preset, Size, compose, eval_transforms, train_preset
 
 __all__ = ["SPLITS", "ImageDataModule", "Samples", "compose", "default_num_workers"]
-
-# How many unusable files a warning lists; strict mode lists them all.
-LISTED = 5
-
-
-@dataclass
-class Samples:
-    """What a source found: its images, their class indices, and any split it defines itself.
-
-    Attributes:
-        store: The images (files to decode, or arrays already in memory).
-        targets: Class index of each image.
-        split: Per image, "train", "val" or "test" where the source says so (a
-            pre-split folder tree, a CSV split column, a dataset's official test
-            set); ``None`` lets the DataModule draw a stratified, seeded split.
-        skipped: ``(file or row, reason)`` of what the source could not use (a CSV
-            row naming a missing file or an unknown label); reported at setup.
-    """
-
-    store: ImageStore
-    targets: list[int]
-    split: list[str] | None = None
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-
-
-def default_num_workers() -> int:
-    """Loader processes: one per spare core, at most 8 (each is a process with its own memory)."""
-    return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
 class ImageDataModule(L.LightningDataModule):
     """Base for image classification data: subclasses say where samples come from.
 
-    A subclass sets ``self.class_names`` in ``__init__`` (so the model can be
-    built before any file is read) and implements :meth:`find_samples`.
-
-    Images stay uint8 from decoding through augmentation and batching: the
-    model scales and normalizes them on its device (a ``batch_transform``,
-    when set, hands it float images in [0, 1]). The data computes the facts the model
-    learns from it (class names, channels, the training split's statistics and
-    class counts); the CLI passes them on. The data never reads the model.
+    A subclass sets ``self.class_names`` in ``__init__`` (so the model can be built
+    before any file is read) and implements :meth:`find_samples`. Images stay uint8
+    through augmentation and batching; the model scales and normalizes them on its
+    device. The data computes the facts the model learns from it (class names,
+    channels, training statistics, class counts); the CLI passes them on.
 
     Args:
         batch_size: Images per batch on each device.
-        num_workers: Loader processes; ``None`` picks one per spare CPU core (at most 8).
-        channels: 1 decodes every image as grayscale, 3 as RGB (grayscale files are
-            repeated to three channels).
-        image_size: Side in pixels the network sees (training crops and the
-            evaluation centre crop); ``None`` keeps the files' size (they must then
-            all have the same size) or, with a pretrained backbone, takes the crop
-            size its weights were trained at (the CLI calls :meth:`use_input_size`).
-        resize_size: Shorter side images are resized to before the evaluation centre
-            crop; ``None``: ``image_size / 0.875``, or the pretrained weights' value.
-        val_fraction: Share of the samples held out for validation when the source
-            defines no validation split.
-        test_fraction: Share of the samples held out for testing, likewise.
-        num_folds: Stratified k-fold cross-validation: the train and validation
-            samples are cut into this many folds; the test split stays fixed.
-        fold: Which fold (0 to ``num_folds - 1``) validates; loop over it for a
-            cross-validation run.
-        seed: Seed of the split; the same seed gives the same split on every run.
-        augment: Training augmentation preset: ``none``, ``light`` (pad-and-crop
-            shifts, flips: small images), ``standard`` (RandomResizedCrop, flips,
-            small rotations, colour jitter: photos) or ``strong`` (adds
-            TrivialAugmentWide and RandomErasing). See :func:`train_preset`.
-        horizontal_flip: Whether presets mirror images; turn off for digits and text.
-        train_transforms: Your own list of ``torchvision.transforms.v2`` transforms
-            for training instead of a preset, applied to uint8 images; it must end
-            at a fixed size (``image_size``). ``None`` uses ``augment``.
-        batch_transform: A ``torchvision.transforms.v2`` transform of whole training
-            batches on the device, given float images in [0, 1] and one-hot targets:
-            ``v2.MixUp``, ``v2.CutMix``, or ``v2.RandomChoice`` of both. Targets become
-            soft, ``(N, num_classes)``; ``nn.CrossEntropyLoss`` accepts them.
-        cache: Decode all images once at setup and keep them in memory as uint8,
-            shared with the worker processes. With ``image_size`` set, larger images
-            are kept with their shorter side at ``resize_size``.
-        check_files: Decode every file at setup, so unreadable ones are reported
-            before training instead of failing mid-epoch. Each file's result is
-            remembered (``project.data.check``): later runs decode only new or
-            changed files. Turn off only for large datasets known to be clean.
-        strict: Stop at setup with the full list of unusable files or CSV rows,
-            instead of skipping them with one warning.
-        sampler: What draws the training images each epoch, given their class
-            indices (``project.data.subsets.Balanced``: every class equally
-            often); ``None`` shuffles them.
+        num_workers: Loader processes; ``None``: one per spare CPU core, at most 8.
+        channels: 1 decodes every image as grayscale, 3 as RGB.
+        image_size: Side the network sees (training crops, evaluation centre crop);
+            ``None`` keeps the files' common size, or takes a pretrained backbone's.
+        resize_size: Shorter side before the evaluation centre crop; ``None``:
+            ``image_size / 0.875``, or the pretrained weights' value.
+        val_fraction: Share held out for validation when the source has no such split.
+        test_fraction: Share held out for testing, likewise.
+        num_folds: Stratified k-fold over train and validation; the test split stays.
+        fold: Which fold (0 to ``num_folds - 1``) validates.
+        seed: Seed of the split: the same seed, the same split.
+        augment: Training preset: ``none``, ``light`` (shifts, flips), ``standard``
+            (RandomResizedCrop, flips, rotations, colour jitter) or ``strong`` (adds
+            TrivialAugmentWide and RandomErasing).
+        horizontal_flip: Whether presets mirror images; off for digits and text.
+        train_transforms: Your own ``torchvision.transforms.v2`` list for training
+            instead of a preset, on uint8 images, ending at a fixed size.
+        batch_transform: A ``v2`` transform of whole training batches (float images in
+            [0, 1], one-hot targets): ``v2.MixUp``, ``v2.CutMix`` or a ``v2.RandomChoice``;
+            targets become soft ``(N, num_classes)``, which ``nn.CrossEntropyLoss`` takes.
+        cache: Keep every decoded image in memory as uint8 (shared with workers).
+        check_files: Decode every file at setup, so an unreadable one is reported
+            before training; results are remembered, so later runs decode only new
+            or changed files. Off only for large folders known to be clean.
+        strict: Stop at setup with the full list of unusable files instead of one warning.
+        sampler: Draws the training images each epoch from their class indices
+            (``project.data.subsets.Balanced``); ``None`` shuffles.
         prefetch_factor: Batches each worker prepares ahead (``None``: PyTorch's default).
-        predict_root: A folder of images (any layout, labels not needed) for
-            ``predict``; ``None`` predicts the test split.
+        predict_root: A folder of images (any layout) for ``predict``; ``None``: the test split.
         classes: Keep only these classes (by name, in this order); ``None`` keeps all.
-        train_subset: Keep only part of the training split, for few-label
-            (``project.data.subsets.FewLabels``) or long-tail
-            (``project.data.subsets.LongTail``) experiments; validation and test
-            are untouched.
+        train_subset: Keep part of the training split (``project.data.subsets.FewLabels``,
+            ``LongTail``); validation and test are untouched.
     """
 
     def __init__(
@@ -239,7 +177,19 @@ class ImageDataModule(L.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         if stage == "predict" and self.predict_root is not None:
-            self.datasets["predict"] = self._predict_dataset(Path(self.predict_root))
+            store, checked, unreadable = folder_to_predict(
+                Path(self.predict_root), self.channels, self.check_files, self.num_workers
+            )
+            self.skipped += report_skipped(unreadable, "images to predict", self.strict)
+            if not store.paths:
+                raise FileNotFoundError(
+                    f"predict_root {self.predict_root!r} holds no readable image"
+                )
+            if self.image_size is None:
+                self._native_size = common_size(store, checked)
+            self.datasets["predict"] = ImageDataset(
+                store, range(len(store)), None, self.eval_transform(), return_names=True
+            )
             return
         if "train" not in self.datasets:
             self._build_splits()
@@ -254,9 +204,12 @@ class ImageDataModule(L.LightningDataModule):
         skipped = list(samples.skipped)
         checked = None
         if isinstance(samples.store, ImageFiles) and (self.check_files or self.cache):
-            samples, checked, unreadable = self._checked(samples)
+            shrink = self._eval_resize() if self.image_size is not None else None
+            samples, checked, unreadable = checked_samples(
+                samples, self.channels, self.num_workers, self.cache, shrink
+            )
             skipped += unreadable
-        self._report_skipped(skipped, "samples")
+        self.skipped += report_skipped(skipped, "samples", self.strict)
         if not samples.targets:
             raise FileNotFoundError(f"{type(self).__name__} found no usable images")
         split = self._split(samples)
@@ -264,96 +217,39 @@ class ImageDataModule(L.LightningDataModule):
         for index, name in enumerate(split):
             by_split[name].append(index)
         if self.train_subset is not None:
-            targets = samples.targets
-            by_split["train"] = self.train_subset(
-                by_split["train"], targets, self.num_classes, self.seed
+            keep = self.train_subset(
+                by_split["train"], samples.targets, self.num_classes, self.seed
             )
+            by_split["train"] = keep
         if self.image_size is None:
             self._native_size = common_size(samples.store, checked)
         for name in SPLITS:
             indices = by_split[name]
             targets = [samples.targets[i] for i in indices]
             self.datasets[name] = ImageDataset(samples.store, indices, targets)
-        self._report_split()
+        rank_zero_info(
+            split_table(self.datasets, self.class_names, self.seed, self.fold, self.num_folds)
+        )
         self._check = checked
         self.datasets["train"].transform = self.train_transform()
         for name in ("val", "test"):
             self.datasets[name].transform = self.eval_transform()
         try_train_transform(self.datasets["train"], checked)
 
-    def _checked(self, samples: Samples) -> tuple[Samples, FileCheck, list[tuple[str, str]]]:
-        """Decodes every file; drops the unreadable ones; keeps the images when caching."""
-        store = samples.store
-        assert isinstance(store, ImageFiles)
-        check = check_files(
-            store.paths,
-            self.channels,
-            num_workers=self.num_workers,
-            keep_images=self.cache,
-            shrink_to=self._eval_resize() if self.image_size is not None else None,
-        )
-        paths = [store.paths[i] for i in check.readable]
-        new_store: ImageStore = ImageFiles(paths, self.channels)
-        if self.cache and check.images is not None:
-            same_shape = len({tuple(image.shape) for image in check.images}) == 1
-            images = torch.stack(check.images) if same_shape else check.images
-            new_store = DecodedImages(images, [str(p) for p in paths], self.channels)
-            check.images = None  # now owned by the store
-        kept = Samples(
-            new_store,
-            [samples.targets[i] for i in check.readable],
-            None if samples.split is None else [samples.split[i] for i in check.readable],
-        )
-        return kept, check, check.unreadable
-
-    def _report_skipped(self, skipped: list[tuple[str, str]], what: str) -> None:
-        """One warning for everything unusable, or (``strict``) an error listing all of it."""
-        self.skipped += skipped
-        if not skipped:
-            return
-        if self.strict:
-            listing = "\n".join(f"  {item}: {reason}" for item, reason in skipped)
-            raise ValueError(
-                f"{len(skipped)} {what} cannot be used (data.strict is true):\n{listing}\n"
-                "Fix or remove them, or set data.strict: false to skip them with a warning."
-            )
-        listing = "\n".join(f"  {item}: {reason}" for item, reason in skipped[:LISTED])
-        more = f"\n  ... and {len(skipped) - LISTED} more" if len(skipped) > LISTED else ""
-        rank_zero_warn(
-            f"Skipped {len(skipped)} {what} that cannot be used:\n{listing}{more}\n"
-            "Set data.strict: true to stop instead, with the full list."
-        )
-
     def _split(self, samples: Samples) -> list[str]:
         split = samples.split or ["train"] * len(samples.targets)
-        names = self.class_names
+        targets, names = samples.targets, self.class_names
         if self.num_folds is None:
             fractions = {"val": self.val_fraction, "test": self.test_fraction}
-            return complete_split(split, samples.targets, fractions, self.seed, names)
-        split = complete_split(
-            split, samples.targets, {"test": self.test_fraction}, self.seed, names
-        )
-        return kfold_split(split, samples.targets, self.num_folds, self.fold, self.seed, names)
-
-    def _report_split(self) -> None:
-        lines = [f"{'class':<16}" + "".join(f"{name:>8}" for name in SPLITS)]
-        counts = {name: Counter(self.datasets[name].targets) for name in SPLITS}
-        for index, class_name in enumerate(self.class_names):
-            lines.append(
-                f"{class_name:<16}" + "".join(f"{counts[name][index]:>8}" for name in SPLITS)
-            )
-        lines.append(f"{'total':<16}" + "".join(f"{len(self.datasets[n]):>8}" for n in SPLITS))
-        table = "\n".join(lines)
-        fold = f", fold {self.fold} of {self.num_folds}" if self.num_folds else ""
-        rank_zero_info(f"Images per class and split (seed {self.seed}{fold}):\n{table}")
+            return complete_split(split, targets, fractions, self.seed, names)
+        split = complete_split(split, targets, {"test": self.test_fraction}, self.seed, names)
+        return kfold_split(split, targets, self.num_folds, self.fold, self.seed, names)
 
     @property
     def class_counts(self) -> list[int]:
         """Training images per class, in class-index order (after setup)."""
         counts = Counter(self.datasets["train"].targets)
         return [counts[index] for index in range(self.num_classes)]
-
-    # -- sizes and transforms ----------------------------------------------------------
 
     @property
     def crop_size(self) -> Size | None:
@@ -378,8 +274,6 @@ class ImageDataModule(L.LightningDataModule):
         if crop is None:
             return self.eval_transform()
         return compose(train_preset(self.augment, crop, self._eval_resize(), self.horizontal_flip))
-
-    # -- what the model learns from the data -------------------------------------------
 
     def on_after_batch_transfer(self, batch: tuple, dataloader_idx: int) -> tuple:
         # Batches travel to the device as uint8 (a quarter of the bytes of float32);
@@ -417,36 +311,9 @@ class ImageDataModule(L.LightningDataModule):
             )
         return self._statistics
 
-    # -- prediction on a folder --------------------------------------------------------
-
-    def _predict_dataset(self, root: Path) -> ImageDataset:
-        if not root.is_dir():
-            raise FileNotFoundError(f"predict_root {str(root)!r} is not a folder of images")
-        paths, _ = scan_folder(root)
-        if not paths:
-            raise FileNotFoundError(
-                f"predict_root {str(root)!r} holds no image files "
-                "(looked for .png, .jpg, .jpeg, .bmp, .gif, .tif, .tiff, .webp)"
-            )
-        store = ImageFiles(paths, self.channels)
-        checked = None
-        if self.check_files:
-            checked = check_files(paths, self.channels, num_workers=self.num_workers)
-            self._report_skipped(checked.unreadable, "images to predict")
-            store = ImageFiles([paths[i] for i in checked.readable], self.channels)
-            if not store.paths:
-                raise FileNotFoundError(f"predict_root {str(root)!r} holds no readable image")
-        if self.image_size is None:
-            self._native_size = common_size(store, checked)
-        indices = range(len(store))
-        return ImageDataset(store, indices, None, self.eval_transform(), return_names=True)
-
-    # -- loaders -----------------------------------------------------------------------
-
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
-        dataset = self.datasets[split]
-        workers = self.num_workers
-        sampler = None
+        dataset, workers, sampler = self.datasets[split], self.num_workers, None
+        world = self.trainer.world_size if self.trainer is not None else 1
         if shuffle:
             # Seeded per epoch and batch: a resumed run draws what an uninterrupted one draws.
             draws = self.sampler(dataset.targets) if self.sampler else RandomSampler(dataset)
@@ -460,12 +327,8 @@ class ImageDataModule(L.LightningDataModule):
             pin_memory=self._pin_memory(),
             prefetch_factor=self.prefetch_factor if workers > 0 else None,
             # A last training batch of one image would break batch norm.
-            drop_last=shuffle and self._per_device(len(dataset)) % self.batch_size == 1,
+            drop_last=shuffle and math.ceil(len(dataset) / world) % self.batch_size == 1,
         )
-
-    def _per_device(self, samples: int) -> int:
-        world = self.trainer.world_size if self.trainer is not None else 1
-        return math.ceil(samples / world)
 
     def _pin_memory(self) -> bool:
         # Pinned memory only pays off for copies to a CUDA device.
