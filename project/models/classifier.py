@@ -173,8 +173,7 @@ class ImageClassifier(L.LightningModule):
 
         The metrics only sum counts, so one update of ``TRAIN_METRIC_CHUNK``
         batches gives the same epoch values as one update per batch, for a
-        fraction of the per-call cost (about 1 ms on a CPU for the five
-        metrics, a third of a small network's step).
+        fraction of the per-call cost (which shows on small networks).
         """
         if not self._train_outputs:
             return
