@@ -1,4 +1,4 @@
-"""Augmentation presets, the evaluation transform, and MixUp/CutMix on batches.
+"""Augmentation presets and the evaluation transform.
 
 Every transform here works on uint8 ``(C, H, W)`` tensors with
 ``torchvision.transforms.v2``; conversion to float and normalization happen
