@@ -1,28 +1,12 @@
 """Checkpoints read as data: tensors, numbers and names, never code.
 
-A Lightning checkpoint records how its model was built as import paths
-(``hyper_parameters.net.class_path: project.models.ConvNet``), and Lightning's
-loaders import and build whatever those name. ``weights_only=True`` does not
-help there: the file holds only strings. So every place in the template that
-reads a checkpoint goes through :func:`read_checkpoint`, and every place that
-builds something from a checkpoint's settings first asks
-:func:`check_import_paths`, which accepts only
-
-- classes under :data:`TRUSTED_PACKAGES`, and
-- classes the user's own config names (the command line passes those).
-
-A refused checkpoint raises :class:`UntrustedCheckpointError` naming the file,
-the key and the import path, before anything is imported.
-
-To load checkpoints of your own package in Python (``load_from_checkpoint``
-builds the network the checkpoint names), trust it first::
-
-    import project.checkpoints
+A checkpoint names how its model was built as import paths, which Lightning's
+loaders import and build (``weights_only=True`` does not stop that). Before
+anything is built, :func:`check_import_paths` accepts only classes under
+:data:`TRUSTED_PACKAGES` or named by the user's own config. To load checkpoints
+of your own package with ``load_from_checkpoint``, trust it first::
 
     project.checkpoints.TRUSTED_PACKAGES.add("mypackage")
-
-On the command line nothing needs adding: the classes your config names are
-trusted, and the model is built from the config, not from the checkpoint.
 """
 
 from __future__ import annotations
@@ -41,8 +25,7 @@ import torch
 
 ModuleT = TypeVar("ModuleT")
 
-# Packages whose classes a checkpoint may name: their code is what the template
-# itself runs. A name matches itself and everything under it.
+# A name matches itself and everything under it.
 TRUSTED_PACKAGES: set[str] = {"project", "torch.nn", "torch.optim", "torchvision.models"}
 
 # The functions a checkpoint may name to rebuild its model: LightningCLI's.
@@ -76,9 +59,8 @@ def read_checkpoint(
     Args:
         source: A ``.ckpt`` file, a run folder (``logs/<experiment>``: the best
             checkpoint of its newest run), or an open binary file.
-        key: The config key or argument that gave the file, for the messages.
-        mmap: Map the tensors instead of reading them (for a check before
-            Lightning loads the same file; local files only).
+        key: The config key that gave the file, for the messages.
+        mmap: Map the tensors instead of reading them (local files only).
         name: What to call a stream in the messages (its ``name`` by default).
 
     Raises:
@@ -127,19 +109,14 @@ def check_import_paths(
 ) -> None:
     """Refuses a checkpoint whose settings name code that is not trusted.
 
-    Every ``class_path`` (and Lightning's ``_class_path``) must name a class
-    under :data:`TRUSTED_PACKAGES` or in ``config_classes``; ``_instantiator``
-    must be LightningCLI's. Any other string that reads as an import path of an
-    importable module (``os.system``, a callable given by name) must be under
-    the trusted packages too. Nothing is imported to decide this.
+    Every ``class_path`` must be under :data:`TRUSTED_PACKAGES` or in
+    ``config_classes``, ``_instantiator`` must be LightningCLI's, and any other
+    string that reads as an importable path (``os.system``) must be trusted too.
+    Nothing is imported to decide this.
 
     Args:
-        checkpoint: As returned by :func:`read_checkpoint`.
-        source: The file, for the message.
-        key: The config key or argument that gave the file, for the message.
-        config_classes: Class paths the user's config names.
-        skip: Top-level settings the caller replaces (``load_from_checkpoint``'s
-            keyword arguments), so the checkpoint's values are never used.
+        source: The file, and ``key`` the config key that gave it, for the message.
+        skip: Top-level settings the caller replaces, so their saved values are never used.
 
     Raises:
         UntrustedCheckpointError: Naming the file, the key inside it and the path.
@@ -166,31 +143,25 @@ def class_paths(config: Any) -> set[str]:
 def _named_strings(value: Any, where: str) -> Iterator[tuple[str, str, str]]:
     """(dotted location, key, string) for every string in nested dicts and lists."""
     if isinstance(value, dict):
-        for name, item in value.items():
-            inner = f"{where}.{name}" if where else str(name)
-            if isinstance(item, str):
-                yield inner, str(name), item
-            elif name != "class_names":
-                yield from _named_strings(item, inner)
+        items = [(f"{where}.{k}" if where else str(k), str(k), v) for k, v in value.items()]
     elif isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            if isinstance(item, str):
-                yield f"{where}[{index}]", "", item
-            else:
-                yield from _named_strings(item, f"{where}[{index}]")
+        items = [(f"{where}[{index}]", "", v) for index, v in enumerate(value)]
+    else:
+        return
+    for inner, name, item in items:
+        if isinstance(item, str):
+            yield inner, name, item
+        elif name != "class_names":
+            yield from _named_strings(item, inner)
 
 
 def _acceptable(name: str, value: str, config_classes: set[str]) -> bool:
     if name == "_instantiator":
         return value in TRUSTED_INSTANTIATORS
+    trusted = any(value == p or value.startswith(f"{p}.") for p in TRUSTED_PACKAGES)
     if name in ("class_path", "_class_path"):
-        return value in config_classes or ("." in value and trusted(value))
-    return not _importable(value) or trusted(value) or value in config_classes
-
-
-def trusted(path: str) -> bool:
-    """Whether ``path`` is one of :data:`TRUSTED_PACKAGES` or under one."""
-    return any(path == package or path.startswith(f"{package}.") for package in TRUSTED_PACKAGES)
+        return value in config_classes or ("." in value and trusted)
+    return value in config_classes or trusted or not _importable(value)
 
 
 def _importable(value: str) -> bool:
@@ -212,16 +183,10 @@ def load_checked(
     overrides: dict[str, Any],
     **options: Any,
 ) -> ModuleT:
-    """Runs Lightning's ``load_from_checkpoint`` once the checkpoint has passed the checks.
+    """Runs ``loader`` (``owner``'s ``load_from_checkpoint``) once the checkpoint is checked.
 
-    Args:
-        owner: The LightningModule class being loaded, for the message.
-        loader: Its Lightning ``load_from_checkpoint``.
-        source: A local ``.ckpt`` file or an open binary file.
-        hparams_file: A YAML file of the caller's that replaces the checkpoint's
-            settings (then those are not checked: they are not used).
-        overrides: Keyword arguments that replace single settings.
-        options: ``map_location`` and ``strict``, passed on.
+    An ``hparams_file`` replaces the checkpoint's settings, which are then not
+    checked (they are not used); ``overrides`` replace single settings.
 
     Raises:
         CheckpointError: One line naming the file, also when the checkpoint's
@@ -251,8 +216,8 @@ def load_checked(
 def check_fits(model: Any, checkpoint: dict[str, Any], source: str) -> None:
     """Refuses a checkpoint made for other classes or another network, naming both sides.
 
-    ``model`` is an ``ImageClassifier``; called before its weights are copied,
-    so the user reads this instead of a list of tensor size mismatches.
+    Called before an ``ImageClassifier``'s weights are copied, so the user reads
+    this instead of a list of tensor size mismatches.
     """
     saved = checkpoint.get("hyper_parameters", {})
     count, names = saved.get("num_classes"), saved.get("class_names")
@@ -267,14 +232,14 @@ def check_fits(model: Any, checkpoint: dict[str, Any], source: str) -> None:
     theirs = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items() if k[:4] == "net."}
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items() if k[:4] == "net."}
     if theirs != ours:
-        difference = network_difference(theirs, ours, saved.get("net"), model.hparams.get("net"))
+        difference = _network_difference(theirs, ours, saved.get("net"), model.hparams.get("net"))
         raise ValueError(
             f"{source} holds another network than the config builds: {difference}; "
             "use the config it was trained with (config.yaml in its run's log folder)"
         )
 
 
-def network_difference(
+def _network_difference(
     theirs: dict[str, tuple[int, ...]], ours: dict[str, tuple[int, ...]], saved: Any, built: Any
 ) -> str:
     """The first difference between two networks' parameter shapes, and their settings."""
@@ -311,8 +276,7 @@ def network_state(checkpoint: dict[str, Any], path: str | Path) -> dict[str, tor
 def run_checkpoint(runs: Path, which: str, key: str) -> Path:
     """The ``best`` or ``last`` checkpoint of the newest run in ``runs`` (``logs/<experiment>``).
 
-    Only the last checkpoint's callback states are read (mapped, its tensors
-    are never loaded): its ModelCheckpoint remembers the best file.
+    The best file is the one the last checkpoint's ModelCheckpoint state names.
     """
     found = sorted(runs.glob("*/checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime)
     if not found:

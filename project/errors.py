@@ -1,8 +1,7 @@
 """One-line errors for the command line: the key that is wrong, then what is wrong with it.
 
-jsonargparse reports a bad value deep in a config as a nested search over
-every type it tried; these helpers keep the line that names the key and the
-reason. ``JSONARGPARSE_DEBUG=1`` shows the parser's full message.
+jsonargparse reports a bad value deep in a config as a nested search over every
+type it tried; these keep the key and the reason. ``JSONARGPARSE_DEBUG=1`` shows it all.
 """
 
 from __future__ import annotations
@@ -24,10 +23,8 @@ _SEARCH_NOTES = re.compile(
 def short_parser_error(message: str) -> str:
     """One line from jsonargparse's nested error: the full key, then what is wrong with it.
 
-    ``Parser key "model": ... Problem with given class_path ...: Parser key "net":
-    ... Option 'widthz' is not accepted`` becomes
-    ``model.init_args.net.init_args.widthz: not an argument of project.models.ConvNet``.
-    Messages that are already one line pass through.
+    For example ``model.init_args.net.init_args.widthz: not an argument of
+    project.models.ConvNet``. Messages that are already one line pass through.
     """
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     found = re.match(r'Parser key "([^"]+)":\s*(.*)$', lines[0]) if lines else None
@@ -94,9 +91,7 @@ _WRAPPERS = ("Does not validate against any of the Union subtypes", "Problem wit
 class ProjectArgumentParser(LightningArgumentParser):
     """LightningArgumentParser whose errors are one line naming the key; no abbreviated options.
 
-    ``--trainer.max_epoch`` is an error rather than a silent ``--trainer.max_epochs``
-    (jsonargparse 5 makes this its default). ``JSONARGPARSE_DEBUG=1`` shows the
-    parser's full message with a traceback.
+    ``--trainer.max_epoch`` is an error rather than a silent ``--trainer.max_epochs``.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -7,7 +7,8 @@ import torch
 from conftest import FAST, run_cli
 from torch import nn
 
-from project.models import BasicBlock, ConvNet, ResNet
+from project.models import ConvNet
+from project.models.resnet import BasicBlock, ResNet
 
 
 @pytest.mark.parametrize("size", [8, 28, 32])
@@ -54,7 +55,7 @@ def test_resnet_learns_the_digits(workdir):
     cli = run_cli(
         "fit",
         "--config=configs/default.yaml",
-        "--model.init_args.net=project.models.ResNet",
+        "--model.init_args.net=project.models.resnet.ResNet",
         "--model.init_args.net.init_args.blocks=[1, 1]",
         "--model.init_args.net.init_args.widths=[32, 64]",
         *FAST,

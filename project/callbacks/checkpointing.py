@@ -1,7 +1,7 @@
 """Keeping a run's checkpoints and logs safe: interrupts, full disks, two runs started at once.
 
-The CLI installs all of this for ``fit``; in your own ``Trainer`` add
-``SaveOnInterrupt()`` to the callbacks and ``AtomicCheckpointIO()`` to the plugins.
+Outside the CLI, add ``SaveOnInterrupt()`` to your Trainer's callbacks and
+``AtomicCheckpointIO()`` to its plugins.
 """
 
 from __future__ import annotations
@@ -35,21 +35,13 @@ class RunDirectoryError(OSError):
     """A run's log or checkpoint folder cannot be created or written (raised before training)."""
 
 
-# -- writing checkpoints ---------------------------------------------------------------------
-
-
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes each checkpoint next to its destination first, then renames it into place.
+    """Writes each checkpoint beside its destination, then renames it into place.
 
-    Lightning's own writer stages the file in the system temporary folder and
-    moves it from there; when that folder is on another disk (often a small
-    ``/tmp``) the move becomes a copy that can die half-way over the previous
-    ``last.ckpt``, or fail although the checkpoint disk has room. Here the file
-    is written and flushed to disk in the checkpoint's own folder and renamed
-    over the old one in one step: after a full disk, a crash or a kill, the path
-    holds either the old checkpoint or the new one, never a torn file. A failed
-    write raises :class:`CheckpointWriteError` naming the path. Paths with a URL
-    scheme (``s3://``) go through Lightning's writer unchanged.
+    Lightning's writer stages the file in the system temporary folder; when that
+    is another disk, the move becomes a copy that can die half-way over the old
+    ``last.ckpt``. Here the path holds the old checkpoint or the new one, never a
+    torn file. URLs (``s3://``) go through Lightning's writer.
     """
 
     def save_checkpoint(
@@ -64,10 +56,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             write_atomically(buffer.getbuffer(), target)
         except OSError as error:
+            existing = next(p for p in (target.parent, *target.parents) if p.exists())
+            size, free = buffer.getbuffer().nbytes, shutil.disk_usage(existing).free
             raise CheckpointWriteError(
                 error.errno,
-                f"could not write checkpoint {target} ({_size(buffer.getbuffer().nbytes)}, "
-                f"{_free_space(target.parent)} free): {error.strerror or error}. "
+                f"could not write checkpoint {target} ({size / 2**20:.1f} MB, "
+                f"{free / 2**20:.1f} MB free): {error.strerror or error}. "
                 "Any earlier file at that path is unchanged; free space there or point "
                 "the ModelCheckpoint's dirpath (or the logger's save_dir) at another disk",
             ) from error
@@ -75,9 +69,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 def write_atomically(data: bytes | memoryview, target: Path) -> None:
     """Writes ``data`` beside ``target``, flushes it to disk and renames it over ``target``.
-
-    After a full disk, a crash or a kill, ``target`` holds the old bytes or the
-    new ones, never a torn file.
 
     Raises:
         OSError: The write failed; any earlier file at ``target`` is unchanged.
@@ -92,54 +83,24 @@ def write_atomically(data: bytes | memoryview, target: Path) -> None:
             os.fsync(file.fileno())
         os.replace(temporary, target)
     except OSError:
-        # The folder itself may be what failed (a file in its place).
         with contextlib.suppress(OSError):
             temporary.unlink(missing_ok=True)
         raise
-    _sync_folder(target.parent)
-
-
-def _sync_folder(folder: Path) -> None:
-    """Flushes a folder's entry list, so a rename survives a power cut (POSIX only)."""
-    if sys.platform == "win32":
-        return
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass  # some file systems do not sync folders; the rename itself is done
-    finally:
-        os.close(descriptor)
-
-
-def _size(count: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if count < 1024 or unit == "GB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    return f"{count:.1f} GB"
-
-
-def _free_space(folder: Path) -> str:
-    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
-    if existing is None:
-        return "unknown space"
-    return _size(shutil.disk_usage(existing).free)
-
-
-# -- run folders -------------------------------------------------------------------------------
+    # The folder's entry list too, so the rename survives a power cut; not every
+    # file system syncs folders, and the rename itself is done.
+    if sys.platform != "win32":
+        with contextlib.suppress(OSError):
+            descriptor = os.open(target.parent, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
 
 
 def check_writable(folder: str | Path, what: str, setting: str) -> None:
     """Creates ``folder`` and writes a small file in it, so a bad path fails before training.
 
-    Args:
-        folder: The folder the run will write into.
-        what: What goes there, for the message ("checkpoints").
-        setting: The config key that chooses the folder, for the message.
+    ``what`` (``"checkpoints"``) and ``setting`` (the config key) are for the message.
 
     Raises:
         RunDirectoryError: Naming the folder, the reason and the key to change.
@@ -160,19 +121,17 @@ def check_writable(folder: str | Path, what: str, setting: str) -> None:
 def claim_log_versions(loggers: Iterable[Logger]) -> None:
     """Gives each auto-versioned logger a ``version_N`` folder that no other run can take.
 
-    TensorBoardLogger and CSVLogger pick ``version_N`` as one more than the
-    highest folder they find, and create it only when they first write: two runs
-    started together pick the same N and write their logs and checkpoints into
-    one folder. Here the folder is created at once with ``mkdir``, which fails
-    for all but one of the runs racing for it; the others take the next N.
-    Loggers sharing a folder (TensorBoard and CSV side by side) share the version.
+    TensorBoardLogger and CSVLogger create ``version_N`` only when they first
+    write, so two runs started together pick the same N. Here ``mkdir`` claims it
+    at once (it fails for all but one racer; the others take the next N).
+    Loggers sharing a folder share the version.
 
     Raises:
         RunDirectoryError: When the logger's folder cannot be created.
     """
     claimed: dict[str, int] = {}
     for logger in loggers:
-        # The version is chosen lazily into this attribute; set it the same way.
+        # Lightning chooses the version lazily into ``_version``; set it the same way.
         if not isinstance(logger, (TensorBoardLogger, CSVLogger)) or logger._version is not None:
             continue
         root = os.path.expanduser(os.path.expandvars(logger.root_dir))
@@ -188,60 +147,40 @@ def _claim_version(root: Path, save_dir: str | None) -> int:
         f"make it writable or set trainer.logger.init_args.save_dir (now {save_dir!r}) "
         "to another folder"
     )
+    folder = root
     try:
         root.mkdir(parents=True, exist_ok=True)
-        taken = [
-            int(p.name.removeprefix("version_"))
-            for p in root.iterdir()
-            if p.name.startswith("version_") and p.name.removeprefix("version_").isdigit()
-        ]
+        taken = [p.name[len("version_") :] for p in root.glob("version_*")]
+        version = max((int(n) for n in taken if n.isdigit()), default=-1) + 1
+        while True:
+            folder = root / f"version_{version}"
+            try:
+                folder.mkdir()
+                return version
+            except FileExistsError:
+                version += 1
     except OSError as error:
         raise RunDirectoryError(
-            f"cannot create the log folder {root}: {error.strerror or error}; {fix}"
+            f"cannot create the log folder {folder}: {error.strerror or error}; {fix}"
         ) from error
-    version = max(taken, default=-1) + 1
-    while True:
-        folder = root / f"version_{version}"
-        try:
-            folder.mkdir()
-            return version
-        except FileExistsError:
-            version += 1
-        except OSError as error:
-            raise RunDirectoryError(
-                f"cannot create the log folder {folder}: {error.strerror or error}; {fix}"
-            ) from error
-
-
-# -- interrupts --------------------------------------------------------------------------------
 
 
 class TrainingInterrupted(SystemExit):
     """Raised after an interrupted ``fit`` saved its checkpoint; exits with 128 + the signal number.
 
-    That is the status a shell reports for a process the signal ended (130 for
-    Ctrl+C, 143 for SIGTERM), so job schedulers see that the run did not finish.
+    As a shell reports a process the signal ended (130 for Ctrl+C, 143 for
+    SIGTERM), so job schedulers see that the run did not finish.
     """
 
 
 class SaveOnInterrupt(Callback):
     """Ctrl+C or SIGTERM during ``fit``: finish the current batch, save a checkpoint, stop.
 
-    Without this, Ctrl+C stops training wherever it lands (possibly half-way
-    through an optimizer step) and SIGTERM (sent by ``kill``, job schedulers and
-    container runtimes before they kill a job) ends the batch and exits with
-    status 0; neither saves the work done since the last checkpoint.
-
-    Here the first signal asks for a stop at the next safe point: the end of the
-    current training batch, or of the epoch when the signal comes during
-    validation. The run's ``last.ckpt`` is then overwritten (atomically, with the
-    exact batch position, optimizer and scheduler state) and the process exits
-    with status 130 (SIGINT) or 143 (SIGTERM). ``fit --ckpt_path last`` with the
-    same config continues from that batch. A second signal stops at once without
-    saving; the previous ``last.ckpt`` stays.
-
-    Signals are only taken over in a single-process run: distributed ranks keep
-    Lightning's own handling.
+    The first signal stops at the end of the current training batch (of the
+    epoch, during validation), overwrites the run's ``last.ckpt`` with the exact
+    batch position, and exits with 130 (SIGINT) or 143 (SIGTERM); ``fit
+    --ckpt_path last`` continues from that batch. A second signal stops at once
+    without saving. Distributed ranks keep Lightning's own signal handling.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -250,11 +189,8 @@ class SaveOnInterrupt(Callback):
         self.requested: signal.Signals | None = None
         self._previous: dict[signal.Signals, Any] = {}
 
-    # -- signal handlers ---------------------------------------------------------------
-
     def _install(self, trainer: L.Trainer) -> None:
-        # After Lightning has registered its own SIGTERM handler (just before the
-        # sanity check), so that this one replaces it for the run.
+        # Called after Lightning registers its SIGTERM handler, so this one replaces it.
         if self._previous or trainer.world_size > 1:
             return
         if threading.current_thread() is not threading.main_thread():
@@ -280,8 +216,6 @@ class SaveOnInterrupt(Callback):
             f"\n{self.requested.name}: stopping after this batch and saving a checkpoint "
             "(send it again to stop at once, without saving)\n".encode(),
         )
-
-    # -- safe points ---------------------------------------------------------------------
 
     def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._install(trainer)
@@ -318,15 +252,15 @@ class SaveOnInterrupt(Callback):
         assert self.requested is not None
         name, code = self.requested.name, 128 + int(self.requested)
         self._restore()
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        where = f"epoch {trainer.current_epoch + 1}, batch {done} of {trainer.num_training_batches}"
         if not save:
             rank_zero_info(f"{name}: stopped before training began; nothing to save.")
             raise TrainingInterrupted(code)
         path = self.checkpoint_path(trainer)
         trainer.save_checkpoint(path, weights_only=False)
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
         rank_zero_info(
-            f"{name}: stopped at {where}; saved {path}\n"
+            f"{name}: stopped at epoch {trainer.current_epoch + 1}, batch {done} of "
+            f"{trainer.num_training_batches}; saved {path}\n"
             "Resume: run the same command with --ckpt_path last"
         )
         raise TrainingInterrupted(code)

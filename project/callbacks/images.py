@@ -20,19 +20,13 @@ CAPTION_HEIGHT = 14
 class TrainingImageGrid(Callback):
     """Shows what the model sees: training images after augmentation, captioned with their class.
 
-    At the start of fit, ``num_images`` training samples go through the
-    training transform (and MixUp/CutMix when configured, captioned with the
-    two mixed classes and their weights) and are logged as one image to
-    TensorBoard under ``tag``, or saved as ``<tag>.png`` in the run's log
-    directory when no TensorBoard logger is configured. Works with any
-    :class:`~project.data.ImageDataModule`.
+    At the start of fit, ``num_images`` training samples go through the training
+    transform (and MixUp/CutMix, captioned with both classes and their weights)
+    and are logged to TensorBoard under ``tag``, or saved as ``<tag>.png`` in the
+    run's log directory without a TensorBoard logger.
 
     Args:
-        num_images: How many training samples to show.
-        columns: Images per row.
-        tile_size: Side in pixels each image is scaled to (nearest neighbour, so
-            small images stay sharp), large enough for its caption.
-        tag: TensorBoard tag (and file name).
+        tile_size: Side in pixels each image is scaled to (nearest neighbour).
         seed: Which samples are shown; their augmentation is random each run.
     """
 
@@ -60,9 +54,7 @@ class TrainingImageGrid(Callback):
         if dataset is None or len(dataset) == 0:
             rank_zero_warn("TrainingImageGrid needs an ImageDataModule with a training split")
             return
-        # The augmentations draw from torch's random generator; forked, so that
-        # adding this callback leaves the run's own random draws (its shuffles,
-        # crops, dropout) exactly as they would be without it.
+        # Forked, so adding this callback leaves the run's own random draws as they were.
         with torch.random.fork_rng(devices=[]):
             images, self.captions = self._samples(datamodule, dataset)
         self.grid = self._draw(images, self.captions)

@@ -19,18 +19,10 @@ class StopOnNonFiniteLoss(Callback):
     """Raises :class:`NonFiniteLossError` when a training loss is NaN or infinite.
 
     The check runs before the backward pass, so the bad step never updates the
-    weights. The message names the step, the values of the loss's named terms
-    (``loss.last_terms``, as ``WeightedSum`` keeps them) and the last checkpoint
-    written before it, to resume from with ``--ckpt_path``. Lightning's
-    ``EarlyStopping(check_finite=True)`` only looks at a monitored metric once
-    per validation, and ``detect_anomaly`` slows every step; this costs one
-    scalar check per step (one device sync on a GPU).
-
-    YAML::
-
-        trainer:
-          callbacks:
-            - class_path: project.callbacks.StopOnNonFiniteLoss
+    weights. The message names the step, the loss's named terms
+    (``loss.last_terms``) and the last checkpoint written, to resume from. It
+    costs one device sync per step; ``EarlyStopping(check_finite=True)`` looks
+    only once per validation.
     """
 
     def __init__(self) -> None:
@@ -60,12 +52,8 @@ class StopOnNonFiniteLoss(Callback):
             shown = ", ".join(f"{name}={format_value(term)}" for name, term in terms.items())
             lines.append(f"  loss terms: {shown}")
         checkpoint = last_checkpoint(trainer)
-        if checkpoint is None:
-            lines.append("  last good checkpoint: none written yet")
-        else:
-            lines.append(
-                f"  last good checkpoint: {checkpoint} (resume with --ckpt_path {checkpoint})"
-            )
+        resume = f"{checkpoint} (resume with --ckpt_path {checkpoint})" if checkpoint else None
+        lines.append(f"  last good checkpoint: {resume or 'none written yet'}")
         lines.append(
             "  usual causes: a learning rate too high (try a lower lr or gradient_clip_val), "
             "fp16 overflow (try bf16-mixed), a bad input, or log/division by zero in a custom loss"

@@ -13,10 +13,10 @@ from lightning.pytorch.utilities import rank_zero_info
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Collects ``predict`` outputs and writes them as a CSV once the epoch ends.
+    """Writes ``predict`` outputs as a CSV once the epoch ends (``written``: its path).
 
     Columns: ``path``, ``predicted`` (class name), ``probability`` (of the
-    predicted class), then one column per class name with its probability.
+    predicted class), then one per class name with its probability.
 
     Args:
         output: The CSV file; ``None`` writes ``predictions.csv`` in the run's log directory.
@@ -59,13 +59,7 @@ class PredictionWriter(BasePredictionWriter):
             writer.writerow(["path", "predicted", "probability", *class_names])
             for image_path, probabilities in rows:
                 best = int(probabilities.argmax())
-                writer.writerow(
-                    [
-                        image_path,
-                        class_names[best],
-                        f"{float(probabilities[best]):.6f}",
-                        *(f"{float(p):.6f}" for p in probabilities),
-                    ]
-                )
+                shown = [f"{float(p):.6f}" for p in probabilities]
+                writer.writerow([image_path, class_names[best], shown[best], *shown])
         rank_zero_info(f"Wrote {len(rows)} predictions to {path}")
         return path

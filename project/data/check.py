@@ -1,11 +1,9 @@
 """The setup-time check: every file decoded once, in parallel, and remembered until it changes.
 
-Decoding every file when a run starts means a corrupt image is reported at
-once instead of stopping training mid-epoch, and it yields the shapes and the
-pixel sums that the split's normalization statistics need. For a folder of
-tens of thousands of images that takes a while, so the results are kept per
-file (keyed on its path, size and modification time) in
-``$XDG_CACHE_HOME/project/file-checks/`` (``~/.cache/...`` by default): the
+A corrupt image is reported when the run starts, not mid-epoch, and the check
+yields the shapes and pixel sums the normalization statistics need. Results are
+kept per file (path, size, modification time) in
+``$XDG_CACHE_HOME/project/file-checks/`` (``~/.cache/...`` by default), so the
 next run decodes only what is new or changed.
 """
 
@@ -32,7 +30,7 @@ PROGRESS_EVERY = 5.0
 # Below this many files the check runs in this process: workers cost more to start.
 PARALLEL_FROM = 256
 RECORD_FORMAT = 2
-# The record's tensors: one row per file.
+# The record's tensors, one row per file.
 COLUMNS = ("stats", "shapes", "sums", "squares")
 
 
@@ -40,14 +38,9 @@ COLUMNS = ("stats", "shapes", "sums", "squares")
 class FileCheck:
     """What decoding every file once at setup found.
 
-    Attributes:
-        readable: Positions (in the checked list) of the files that decoded.
-        unreadable: ``(path, reason)`` of the files that did not.
-        shapes: ``(C, H, W)`` of each readable file, as decoded.
-        sums: Per readable file, the per-channel sum of its pixel values (0-255);
-            empty when the images are kept (they are summed from memory).
-        squares: Per readable file, the per-channel sum of squared pixel values, likewise.
-        images: The decoded images of the readable files, when asked to keep them.
+    ``readable`` are positions in the checked list; ``shapes`` (``(C, H, W)``),
+    ``sums`` and ``squares`` (per-channel sums of the 0-255 values and of their
+    squares; empty when the images are kept) have one row per readable file.
     """
 
     readable: list[int]
@@ -119,15 +112,11 @@ def check_files(
     """Decodes every file once, in ``num_workers`` processes, and reports what it found.
 
     Args:
-        paths: The files.
-        channels: Decode to 1 (grayscale) or 3 (RGB) channels.
-        num_workers: Loader processes that share the decoding (0: this process).
         keep_images: Return the decoded images too (the in-memory cache); such a
             check decodes every file and is not remembered.
-        shrink_to: With ``keep_images``, kept images whose shorter side is longer
-            than this are resized to it, so a cache of large photos stays small.
-        remember: Reuse and update the results of earlier checks of the same
-            files (see the module's docstring).
+        shrink_to: With ``keep_images``, resize kept images whose shorter side is
+            longer than this to it, so a cache of large photos stays small.
+        remember: Reuse and update the results of earlier checks of the same files.
     """
     if keep_images or not remember:
         return _decode(paths, channels, num_workers, keep_images, shrink_to)
@@ -161,7 +150,7 @@ def _decode(
         # One image at a time is too little work to split across threads; on a
         # busy machine their start-up costs 10-50x the work (workers run one too).
         torch.set_num_threads(1)
-    progress = _Progress(len(paths), loader.num_workers)
+    start = last = time.monotonic()
     try:
         for batch in loader:
             for index, reason, shape, image_sums, image_squares, image in batch:
@@ -175,10 +164,22 @@ def _decode(
                     squares.append(image_squares)
                 if keep:
                     images.append(torch.from_numpy(image))
-            progress.advance(len(batch))
+            if time.monotonic() - last >= PROGRESS_EVERY:
+                last, done = time.monotonic(), len(readable) + len(unreadable)
+                rate = done / (last - start)
+                rank_zero_info(
+                    f"File check: {done:,} of {len(paths):,} files decoded "
+                    f"({rate:,.0f}/s, about {(len(paths) - done) / rate:.0f} s left)"
+                )
     finally:
         torch.set_num_threads(threads)
-    progress.finish()
+    seconds, workers = time.monotonic() - start, loader.num_workers
+    if seconds >= PROGRESS_EVERY:
+        rank_zero_info(
+            f"File check: {len(paths):,} files decoded in {seconds:.0f} s with "
+            f"{workers} worker process{'' if workers == 1 else 'es'}; "
+            "unchanged files are not decoded again"
+        )
     return FileCheck(
         readable=readable,
         unreadable=unreadable,
@@ -187,36 +188,6 @@ def _decode(
         squares=torch.tensor(squares, dtype=torch.int64).reshape(-1, channels),
         images=images if keep else None,
     )
-
-
-class _Progress:
-    """A line every few seconds while a long check runs, and one at its end."""
-
-    def __init__(self, total: int, workers: int) -> None:
-        self.total, self.workers = total, workers
-        self.done = 0
-        self.start = self.last = time.monotonic()
-
-    def advance(self, count: int) -> None:
-        self.done += count
-        now = time.monotonic()
-        if now - self.last >= PROGRESS_EVERY:
-            self.last = now
-            rate = self.done / (now - self.start)
-            left = (self.total - self.done) / rate if rate else float("nan")
-            rank_zero_info(
-                f"File check: {self.done:,} of {self.total:,} files decoded "
-                f"({rate:,.0f}/s, about {left:.0f} s left)"
-            )
-
-    def finish(self) -> None:
-        seconds = time.monotonic() - self.start
-        if seconds >= PROGRESS_EVERY:
-            rank_zero_info(
-                f"File check: {self.total:,} files decoded in {seconds:.0f} s with "
-                f"{self.workers} worker process{'' if self.workers == 1 else 'es'}; "
-                "unchanged files are not decoded again"
-            )
 
 
 def record_folder() -> Path:
@@ -237,36 +208,24 @@ class _Record:
         self.shapes = torch.zeros(count, 3, dtype=torch.int64)
         self.sums = torch.zeros(count, channels, dtype=torch.int64)
         self.squares = torch.zeros(count, channels, dtype=torch.int64)
-        self.reasons: dict[int, str] = {}
-        self.known = torch.zeros(count, dtype=torch.bool)
-        self.others = self._no_others()
         # The common folder of all paths is that of the first and last in sort order.
         common = os.path.commonpath([min(self.paths), max(self.paths)]) if self.paths else ""
         key = hashlib.sha1(f"{common}\0{channels}".encode()).hexdigest()[:20]
         self.path = record_folder() / f"{key}.pt"
-        self._load()
+        try:
+            self._load()
+        except Exception:  # none yet, or damaged (any unpickling error): check everything
+            self.known = torch.zeros(count, dtype=torch.bool)
+            self.reasons: dict[int, str] = {}
+            # Saved rows of files not in this set; kept when the record is written.
+            self.others = {key: getattr(self, key)[:0] for key in COLUMNS}
+            self.others |= {"paths": [], "reasons": {}}
 
     def _load(self) -> None:
-        try:
-            saved = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception:  # none yet, or damaged (any unpickling error): check everything
-            return
-        if not isinstance(saved, dict) or saved.get("format") != RECORD_FORMAT:
-            return
-        try:
-            self._adopt(saved)
-        except (KeyError, TypeError, IndexError, RuntimeError):
-            # A damaged record: check everything again, and write a new one.
-            self.known = torch.zeros(len(self.paths), dtype=torch.bool)
-            self.reasons = {}
-            self.others = self._no_others()
-
-    def _no_others(self) -> dict:
-        """Saved rows of files not in this set (none yet); kept when the record is written."""
-        return {**{key: getattr(self, key)[:0] for key in COLUMNS}, "paths": [], "reasons": {}}
-
-    def _adopt(self, saved: dict) -> None:
         """Takes the saved rows of the files whose size and modification time are unchanged."""
+        saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        if saved["format"] != RECORD_FORMAT:
+            raise ValueError(f"record format {saved['format']}")
         saved_paths = saved["paths"].split("\0")
         rows = {path: row for row, path in enumerate(saved_paths)}
         found = torch.tensor([rows.get(path, -1) for path in self.paths], dtype=torch.int64)
@@ -282,16 +241,17 @@ class _Record:
         present = found >= 0
         same = torch.zeros_like(present)
         same[present] = (saved["stats"][found[present]] == self.stats[present]).all(dim=1)
-        rows_used = found[same]
-        self.known = same
-        self.shapes[same] = saved["shapes"][rows_used]
-        self.sums[same] = saved["sums"][rows_used]
-        self.squares[same] = saved["squares"][rows_used]
-        reasons = saved["reasons"]
+        used = found[same]
+        self.shapes[same] = saved["shapes"][used]
+        self.sums[same] = saved["sums"][used]
+        self.squares[same] = saved["squares"][used]
         positions = torch.nonzero(same).flatten().tolist()
-        for index, row in zip(positions, rows_used.tolist(), strict=True):
-            if row in reasons:
-                self.reasons[index] = reasons[row]
+        self.reasons = {
+            index: saved["reasons"][row]
+            for index, row in zip(positions, used.tolist(), strict=True)
+            if row in saved["reasons"]
+        }
+        self.known = same
 
     def unchecked(self) -> list[int]:
         return torch.nonzero(~self.known).flatten().tolist()

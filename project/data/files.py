@@ -47,7 +47,7 @@ def match_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 def to_uint8(image: torch.Tensor) -> torch.Tensor:
-    """16-bit images (PNG, TIFF) scaled to 8 bits; uint8 passes unchanged."""
+    """16-bit images (PNG, TIFF) scaled to 8 bits, clamped to 0-255; uint8 passes unchanged."""
     if image.dtype == torch.uint8:
         return image
     return (image.to(torch.float32) / 257.0).round().clamp(0, 255).to(torch.uint8)
@@ -60,9 +60,8 @@ def _load_with_pil(path: Path, channels: int) -> torch.Tensor:
     with Image.open(path) as image:
         image.load()
         if image.mode.startswith("I;16") or image.mode == "I":
-            array = np.asarray(image, dtype=np.int64).clip(0, 65535).astype(np.uint16)
-            tensor = to_uint8(torch.from_numpy(array.astype(np.int32)).unsqueeze(0))
-            return match_channels(tensor, channels)
+            array = np.asarray(image, dtype=np.int32)
+            return match_channels(to_uint8(torch.from_numpy(array).unsqueeze(0)), channels)
         converted = image.convert("L" if channels == 1 else "RGB")
         array = np.asarray(converted, dtype=np.uint8)
     tensor = torch.from_numpy(array.copy())
@@ -95,9 +94,8 @@ def load_image(path: str | Path, channels: int) -> torch.Tensor:
 def scan_folder(folder: Path) -> tuple[list[Path], list[Path]]:
     """Image files under ``folder`` (any depth), and the other files found there, both sorted.
 
-    Hidden files and folders (``.DS_Store``, ``.ipynb_checkpoints``) are left out of both.
-    Paths sort folder by folder, as ``pathlib`` orders them, so a split drawn
-    from this order stays the same whatever the listing's speed-ups.
+    Hidden files and folders are left out. Paths sort folder by folder, as
+    ``pathlib`` orders them, so a split drawn from this order stays the same.
     """
     images, others = [], []
     # os.walk lists with scandir: a tenth of rglob's time on tens of thousands of files.
@@ -113,14 +111,6 @@ def scan_folder(folder: Path) -> tuple[list[Path], list[Path]]:
 
 def _sorted_paths(paths: list[str]) -> list[Path]:
     return [Path(path) for path in sorted(paths, key=lambda path: path.split(os.sep))]
-
-
-def list_images(folder: Path) -> list[Path]:
-    """Image files directly or deeper under ``folder``, sorted, hidden files left out."""
-    return scan_folder(folder)[0]
-
-
-# -- where the pixels live ------------------------------------------------------------
 
 
 class ImageFiles:
@@ -144,11 +134,8 @@ class DecodedImages:
     """Images already decoded in memory, converted to ``channels`` on access.
 
     Args:
-        images: One ``(N, C, H, W)`` uint8 tensor (images of one size) or a list of
-            ``(C, H, W)`` tensors.
-        names: What identifies each image to a user: its file path, or
-            ``<dataset>/<split>/<index>`` for a dataset that comes as arrays.
-        channels: 1 or 3.
+        images: One ``(N, C, H, W)`` uint8 tensor or a list of ``(C, H, W)`` ones.
+        names: Each image's file path, or ``<dataset>/<split>/<index>`` for arrays.
     """
 
     def __init__(
@@ -177,16 +164,10 @@ ImageStore = ImageFiles | DecodedImages
 
 
 class ImageDataset(Dataset):
-    """Samples of an image store with their targets and a transform.
+    """The images ``indices`` of a store (splits share one), with their targets and a transform.
 
-    Args:
-        store: Where the images come from (files or memory); splits share one store.
-        indices: The store's images that belong to this dataset.
-        targets: Class index of each sample; ``None`` for unlabelled data.
-        transform: Applied to the uint8 image on every access, so random
-            augmentations differ from epoch to epoch.
-        return_names: Yield each image's name (its file path) instead of its target,
-            as prediction needs.
+    ``targets`` is ``None`` for unlabelled data, which needs ``return_names``: then
+    each item is the image with its name (file path) instead of its target.
     """
 
     def __init__(
@@ -235,15 +216,14 @@ class ImageDataset(Dataset):
 def common_size(store: ImageStore, checked: Any) -> int | tuple[int, int]:
     """The one size all images share (needed when ``image_size`` is not set), or an error.
 
-    ``checked`` is the setup check's :class:`~project.data.check.FileCheck`, or
-    ``None`` when files were not checked: then the first image stands for all.
+    ``checked`` is the setup check's ``FileCheck``; without one the first image stands for all.
     """
     if checked is not None:
         sizes = [shape[1:] for shape in checked.shapes]
         names = [store.name(i) for i in range(len(store))]
     elif isinstance(store, DecodedImages) and isinstance(store.images, torch.Tensor):
         sizes, names = [tuple(store.images.shape[-2:])], [store.name(0)]
-    else:  # unchecked files: the first one stands for all
+    else:
         sizes, names = [tuple(store[0].shape[-2:])], [store.name(0)]
     distinct = {}
     for size, name in zip(sizes, names, strict=True):

@@ -13,10 +13,6 @@ from collections.abc import Sequence
 SPLITS = ("train", "val", "test")
 
 
-def _names(class_names: Sequence[str] | None, index: int) -> str:
-    return repr(class_names[index]) if class_names else str(index)
-
-
 def _check_stratifiable(
     targets: Sequence[int], parts: int, what: str, class_names: Sequence[str] | None
 ) -> None:
@@ -24,7 +20,9 @@ def _check_stratifiable(
     counts = Counter(targets)
     scarce = sorted(index for index, count in counts.items() if count < parts)
     if scarce:
-        listed = ", ".join(f"{_names(class_names, i)} ({counts[i]})" for i in scarce[:10])
+        listed = ", ".join(
+            f"{repr(class_names[i]) if class_names else i} ({counts[i]})" for i in scarce[:10]
+        )
         raise ValueError(
             f"cannot draw a stratified {what}: every class needs at least {parts} images, "
             f"but these have fewer: {listed}. Add images, leave those classes out "
@@ -41,8 +39,8 @@ def stratified_split(
 ) -> list[str]:
     """Assigns each sample to "train" or to one of ``fractions``' splits.
 
-    Each held-out split gets its fraction of all samples, with every class in
-    the same proportion as overall; the same seed gives the same assignment.
+    Each held-out split gets its fraction of all samples, every class in the same
+    proportion as overall.
     """
     from sklearn.model_selection import train_test_split
 
@@ -62,12 +60,8 @@ def stratified_split(
                 f"(data.{name}_fraction) or add images"
             )
         _check_stratifiable([targets[i] for i in rest], 2, f"{name} split", class_names)
-        rest, chosen = train_test_split(
-            rest,
-            test_size=share,
-            stratify=[targets[i] for i in rest],
-            random_state=seed,
-        )
+        stratify = [targets[i] for i in rest]
+        rest, chosen = train_test_split(rest, test_size=share, stratify=stratify, random_state=seed)
         for i in chosen:
             split[i] = name
         remaining -= fraction

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from project.data.check import FileCheck, check_files
+from project.data.check import LEVELS, FileCheck, check_files
 from project.data.files import DecodedImages, ImageStore, match_channels
 
 
@@ -26,15 +26,19 @@ def split_statistics(
     """
     indices = list(indices)
     if isinstance(store, DecodedImages):
-        images = store.images
-        if isinstance(images, torch.Tensor):
+        if isinstance(store.images, torch.Tensor):
             chunks = (
-                match_channels(images[indices[start : start + 4096]], channels)
+                match_channels(store.images[indices[start : start + 4096]], channels)
                 for start in range(0, len(indices), 4096)
             )
         else:
             chunks = (store[i] for i in indices)
-        return histogram_statistics(pixel_counts(chunks, channels))
+        # How often each value 0-255 occurs in each channel.
+        counts = torch.zeros(channels, 256, dtype=torch.int64)
+        for chunk in chunks:
+            for c in range(channels):
+                counts[c] += torch.bincount(chunk[..., c, :, :].flatten(), minlength=256)
+        return moment_statistics(counts @ LEVELS, counts @ LEVELS.square(), int(counts[0].sum()))
     if checked is not None:
         pixels = sum(checked.shapes[i][1] * checked.shapes[i][2] for i in indices)
         return moment_statistics(
@@ -47,14 +51,6 @@ def split_statistics(
     return moment_statistics(files.sums.sum(0), files.squares.sum(0), pixels)
 
 
-def histogram_statistics(counts: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std on the 0-1 scale from ``(C, 256)`` pixel-value counts."""
-    counts = counts.to(torch.float64)
-    levels = torch.arange(256, dtype=torch.float64)
-    pixels = int(counts[0].sum())
-    return moment_statistics(counts @ levels, counts @ levels.square(), pixels)
-
-
 def moment_statistics(
     sums: torch.Tensor, squares: torch.Tensor, pixels: int
 ) -> tuple[list[float], list[float]]:
@@ -62,12 +58,3 @@ def moment_statistics(
     mean = sums.to(torch.float64) / pixels / 255.0
     variance = squares.to(torch.float64) / pixels / 255.0**2 - mean.square()
     return mean.tolist(), variance.clamp_min(1e-12).sqrt().tolist()
-
-
-def pixel_counts(batches: Iterable[torch.Tensor], channels: int) -> torch.Tensor:
-    """``(channels, 256)`` counts of each uint8 value per channel in ``(..., C, H, W)`` batches."""
-    counts = torch.zeros(channels, 256, dtype=torch.int64)
-    for batch in batches:
-        for c in range(channels):
-            counts[c] += torch.bincount(batch[..., c, :, :].flatten(), minlength=256)
-    return counts

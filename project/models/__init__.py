@@ -1,10 +1,11 @@
-"""The LightningModule and the networks of the default run.
+"""The LightningModule and the network of the default run.
 
-Leaves import from their own modules: ``project.models.transfer``,
-``project.models.backbones`` (torchvision networks), ``project.models.distillation``.
+Others import from their own modules: ``project.models.resnet``,
+``project.models.transfer``, ``project.models.backbones`` (torchvision networks),
+``project.models.distillation``.
 """
 
 from project.models.classifier import ImageClassifier
-from project.models.nets import BasicBlock, ConvNet, ResNet
+from project.models.nets import ConvNet
 
-__all__ = ["BasicBlock", "ConvNet", "ImageClassifier", "ResNet"]
+__all__ = ["ConvNet", "ImageClassifier"]

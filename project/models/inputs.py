@@ -12,16 +12,10 @@ from torch import Tensor, nn
 class InputNormalization(nn.Module):
     """Scales images to [0, 1] and standardizes each channel with its mean and std.
 
-    Takes uint8 ``(N, C, H, W)`` batches (as decoded by ``torchvision.io``) or
-    float ones already in [0, 1] (MixUp's blends). ``mean`` and ``std`` are
-    buffers: they travel in every checkpoint and exported program, so a loaded
-    model needs no other code to prepare its inputs. Until they are set (at
-    construction, or with :meth:`set`), they are NaN and ``forward`` says so.
-
-    Args:
-        channels: Channels of the images the model takes.
-        mean: Per-channel mean on the 0-1 scale; ``None`` leaves it to be set.
-        std: Per-channel standard deviation on the 0-1 scale, likewise.
+    Takes uint8 ``(N, C, H, W)`` batches or float ones already in [0, 1] (MixUp's
+    blends). ``mean`` and ``std`` (per channel, 0-1 scale) are buffers, so every
+    checkpoint and exported program carries them. Until they are set (here or
+    with :meth:`set`) they are NaN and ``forward`` says so.
     """
 
     def __init__(
@@ -98,8 +92,7 @@ class InputNormalization(nn.Module):
 def checkpoint_statistics(checkpoint: dict[str, Any]) -> tuple[list[float], list[float]] | None:
     """The input statistics a checkpoint's model was trained with, or ``None``.
 
-    Read from the model's ``normalize`` buffers, or, in checkpoints written
-    before the model held them, from the datamodule's saved state.
+    From the model's ``normalize`` buffers, or, in older checkpoints, the datamodule's state.
     """
     state = checkpoint.get("state_dict", {})
     mean, std = state.get("normalize.mean"), state.get("normalize.std")
