@@ -47,6 +47,7 @@ from project.cli import ProjectCLI, main
 
 PROG = "python -m project.runner"
 TEST_METRICS = ("test/acc", "test/f1", "test/recall_min")
+DEFAULT_SEARCH = "configs/search/default.yaml"
 
 
 @dataclass
@@ -113,7 +114,7 @@ def fit_and_test(contender: str, name: str, args: list[str], metrics: Sequence[s
     """
     cli = main(["fit", *args, "--test_after_fit=true"])
     logged = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
-    if missing := [name for name in metrics if name not in logged]:
+    if missing := [metric for metric in metrics if metric not in logged]:
         raise KeyError(
             f"{contender} ({name}) logged no {missing}; its test logged {sorted(logged)}"
         )
@@ -231,7 +232,7 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     for tested in (seeds, folds):
         tested.add_argument("--metrics", nargs="+", default=list(TEST_METRICS), help="tabulated")
     trials = modes.add_parser("search", help="an Optuna search over a search file", **kwargs)
-    trials.add_argument("--search", default="configs/search/default.yaml", help="search space")
+    trials.add_argument("--search", default=DEFAULT_SEARCH, help="search space")
     trials.add_argument("--trials", type=int, default=20, help="number of trials")
     trials.add_argument("--timeout", type=float, help="start no trial after this many seconds")
     trials.add_argument("--storage", help="Optuna storage URL (sqlite:///f.db) to keep or resume")

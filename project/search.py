@@ -18,6 +18,7 @@ import yaml
 
 from project.cli import main
 from project.runner import (
+    DEFAULT_SEARCH,
     PROG,
     Run,
     build,
@@ -28,7 +29,6 @@ from project.runner import (
     write_tables,
 )
 
-DEFAULT_SEARCH = "configs/search/default.yaml"
 # Values Optuna stores as they are; other choices (a list of widths) are offered as JSON text.
 PLAIN = (type(None), bool, int, float, str)
 
@@ -83,12 +83,14 @@ def load_search_space(path: str | Path) -> SearchSpace:
         raise ValueError(f"{path}: direction must be minimize or maximize, got {direction!r}")
     if not spec.get("parameters"):
         raise ValueError(f"{path}: `parameters` is empty; add config keys to search")
-    parameters = [parameter(f"{path}: parameters.{k}", k, v) for k, v in spec["parameters"].items()]
+    parameters = [
+        _parameter(f"{path}: parameters.{k}", k, v) for k, v in spec["parameters"].items()
+    ]
     metric = spec.get("metric", "val/loss")
     return SearchSpace(metric, direction, parameters, spec.get("pruner", {}), str(path))
 
 
-def parameter(where: str, key: str, value: Any) -> Parameter:
+def _parameter(where: str, key: str, value: Any) -> Parameter:
     if not isinstance(value, dict):
         raise ValueError(f"{where}: give {{low: .., high: ..}} or {{choices: [..]}}, got {value!r}")
     if unknown := sorted(set(value) - {"low", "high", "log", "step", "choices"}):
