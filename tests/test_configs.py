@@ -18,8 +18,8 @@ import torch
 from conftest import CONFIGS, DEFAULT, FAST, experiment, is_overlay, run_cli
 from fakes import preparer_for
 
-# configs/search/ holds search spaces for project.tune, not training configs
-# (tests/test_tune.py runs them).
+# configs/search/ holds search spaces for `python -m project.runner search`, not
+# training configs (tests/test_runner.py runs them).
 ALL = sorted(
     str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.yaml") if p.parent.name != "search"
 )

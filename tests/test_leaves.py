@@ -91,6 +91,10 @@ LEAVES: dict[str, dict] = {
         ],
         "cells": {"notebooks/04-debugging-and-speed.ipynb": "2. Learning-rate finder"},
     },
+    "runner": {
+        "modules": ["project.runner", "project.search"],
+        "paths": ["configs/search/default.yaml", "tests/test_runner.py"],
+    },
     "torchvision datasets": {
         "modules": ["project.data.torchvision_sources"],
         "paths": [
