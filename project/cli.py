@@ -9,12 +9,16 @@ from typing import Any
 
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from project.callbacks.checkpointing import RunDirectoryError, check_writable, claim_log_versions
+from project.callbacks.checkpointing import (
+    RunDirectoryError,
+    check_run_folders,
+    claim_log_versions,
+)
 from project.callbacks.linking import LinkDataToModel
 from project.callbacks.progress import progress_bar_for
 from project.checkpoints import (
@@ -151,31 +155,15 @@ class ProjectCLI(LightningCLI):
             if rank_zero_only.rank == 0:
                 claim_log_versions(self.trainer.loggers)
                 if fitting:
-                    self._check_run_folders()
+                    check_run_folders(self.trainer)
         except (CheckpointError, RunDirectoryError) as error:
             self.parser.error(str(error))
-
-    def _check_run_folders(self) -> None:
-        """Fails now, not after the first epoch, when logs or checkpoints cannot be written."""
-        for callback in self.trainer.checkpoint_callbacks:
-            if isinstance(callback, ModelCheckpoint) and callback.dirpath is not None:
-                check_writable(callback.dirpath, "checkpoints", "the ModelCheckpoint's dirpath")
-        if self.trainer.logger is None:
-            check_writable(self.trainer.default_root_dir, "checkpoints", "trainer.default_root_dir")
-        elif self.trainer.logger.log_dir is not None:
-            check_writable(self.trainer.logger.log_dir, "logs", "trainer.logger.init_args.save_dir")
 
     def before_fit(self) -> None:
         self._prepare_run(fitting=True)
 
-    def before_validate(self) -> None:
-        self._prepare_run()
-
-    def before_test(self) -> None:
-        self._prepare_run()
-
-    def before_predict(self) -> None:
-        self._prepare_run()
+    # The other subcommands need the same, without the check of the folders fit writes.
+    before_validate = before_test = before_predict = _prepare_run
 
     def after_fit(self) -> None:
         if self.trainer.interrupted or not self.config[self.subcommand].get("test_after_fit"):
@@ -183,9 +171,16 @@ class ProjectCLI(LightningCLI):
         checkpoint = self.trainer.checkpoint_callback
         best = checkpoint.best_model_path if checkpoint is not None else ""
         results = self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
-        metrics = results[0] if results else {}
-        log_dir = self.trainer.log_dir
-        lines = [
+        log_dir = self.trainer.log_dir  # a broadcast in a distributed run: every rank asks
+        if self.trainer.is_global_zero:
+            # The run's result: stdout, whatever logging is set to.
+            print(summary(results[0] if results else {}, best, log_dir), flush=True)
+
+
+def summary(metrics: dict[str, float], best: str, log_dir: str | None) -> str:
+    """The lines ``fit`` ends with: test figures, the best checkpoint, where the logs are."""
+    return "\n".join(
+        [
             "",
             "Summary",
             f"  test accuracy   {metrics.get('test/acc', float('nan')):.4f}",
@@ -194,8 +189,7 @@ class ProjectCLI(LightningCLI):
             f"  logs            {log_dir}",
             f"  tensorboard     tensorboard --logdir {Path(log_dir).parent if log_dir else 'logs'}",
         ]
-        if self.trainer.is_global_zero:
-            print("\n".join(lines), flush=True)  # the run's result: stdout, whatever logging says
+    )
 
 
 def main(args: ArgsType = None, run: bool = True, prog: str = "python -m project") -> ProjectCLI:

@@ -91,6 +91,10 @@ LEAVES: dict[str, dict] = {
         ],
         "cells": {"notebooks/04-debugging-and-speed.ipynb": "2. Learning-rate finder"},
     },
+    "ResNet": {
+        "modules": ["project.models.resnet"],
+        "paths": ["configs/experiments/cifar10-resnet.yaml", "tests/test_resnet.py"],
+    },
     "runner": {
         "modules": ["project.runner", "project.search"],
         "paths": ["configs/search/default.yaml", "tests/test_runner.py"],

@@ -118,6 +118,17 @@ def check_writable(folder: str | Path, what: str, setting: str) -> None:
         ) from error
 
 
+def check_run_folders(trainer: L.Trainer) -> None:
+    """Fails now, not after the first epoch, when a run's logs or checkpoints cannot be written."""
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.dirpath is not None:
+            check_writable(callback.dirpath, "checkpoints", "the ModelCheckpoint's dirpath")
+    if trainer.logger is None:
+        check_writable(trainer.default_root_dir, "checkpoints", "trainer.default_root_dir")
+    elif trainer.logger.log_dir is not None:
+        check_writable(trainer.logger.log_dir, "logs", "trainer.logger.init_args.save_dir")
+
+
 def claim_log_versions(loggers: Iterable[Logger]) -> None:
     """Gives each auto-versioned logger a ``version_N`` folder that no other run can take.
 
