@@ -22,7 +22,6 @@ if str(REPO) not in sys.path:
 from benchmarks import __main__ as runner
 from benchmarks import (
     cpu_presets,
-    gpu_throughput,
     large_folder,
     overhead,
     startup,
@@ -118,20 +117,6 @@ def test_time_to_accuracy_runs_both_sides(workdir: Path, capsys: pytest.CaptureF
     assert "peak RSS" in printed
 
 
-@pytest.mark.slow
-def test_gpu_throughput_smoke_on_cpu(capsys: pytest.CaptureFixture):
-    rows = gpu_throughput.main(["--smoke", "--models", "resnet18"])
-    assert_table(rows, capsys.readouterr().out, "GPU throughput", 2)
-    assert [row.measure for row in rows] == ["resnet18 eager", "resnet18 compiled"]
-    assert rows[0].unit == "images/s"
-
-
-def test_gpu_throughput_refuses_a_real_run_without_cuda(capsys: pytest.CaptureFixture):
-    with pytest.raises(SystemExit):
-        gpu_throughput.main([])
-    assert "no CUDA device" in capsys.readouterr().err
-
-
 @pytest.mark.slow  # runs processes
 def test_cpu_presets_compares_a_preset_with_the_default(
     workdir: Path, capsys: pytest.CaptureFixture
@@ -198,12 +183,13 @@ def test_runner_merges_scripts_into_one_table(
 
     monkeypatch.setattr(runner, "run_script", fake_run)
     monkeypatch.setattr(runner, "cuda_available", lambda: False)
-    code = runner.main(["--only", "overhead", "startup", "dataloading", "gpu_throughput"])
+    monkeypatch.setitem(runner.SCRIPTS, "time_to_accuracy", True)  # as if it needed CUDA
+    code = runner.main(["--only", "overhead", "startup", "dataloading", "time_to_accuracy"])
     printed = capsys.readouterr().out
     assert code == 1  # a script failed
     table = printed.split("ratio = template / baseline")[0]
     assert "overhead" in table and "dataloading" in table and table.count("1.500x") == 2
-    assert "skipped gpu_throughput: needs a CUDA device" in printed
+    assert "skipped time_to_accuracy: needs a CUDA device" in printed
     assert "`python -m project --help` exited with 1" in printed
 
 

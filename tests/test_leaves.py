@@ -95,6 +95,16 @@ LEAVES: dict[str, dict] = {
         "modules": ["project.models.resnet"],
         "paths": ["configs/experiments/cifar10-resnet.yaml", "tests/test_resnet.py"],
     },
+    "speed callbacks": {
+        "modules": ["project.callbacks.speed"],
+        "paths": [
+            "configs/presets/channels-last.yaml",
+            "configs/presets/compile.yaml",
+            "benchmarks/gpu_presets.py",
+            "benchmarks/gpu_throughput.py",
+            "tests/test_speed.py",
+        ],
+    },
     "runner": {
         "modules": ["project.runner", "project.search"],
         "paths": ["configs/search/default.yaml", "tests/test_runner.py"],

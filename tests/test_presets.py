@@ -6,7 +6,6 @@ these tests check the behaviour a user relies on.
 
 from __future__ import annotations
 
-import importlib
 import io
 import os
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DEFAULT, DISTRIBUTED_ENV, FAST, REPO, preset, run_cli
+from conftest import DEFAULT, DISTRIBUTED_ENV, FAST, preset, run_cli
 from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -191,21 +190,3 @@ def test_a_progress_bar_named_in_the_config_is_kept(workdir: Path):
         "--trainer.callbacks+=lightning.pytorch.callbacks.TQDMProgressBar",
     )
     assert isinstance(cli.trainer.progress_bar_callback, TQDMProgressBar)
-
-
-# -- the GPU benchmark -------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_gpu_benchmark_smoke_run_reports_every_variant(
-    workdir: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
-):
-    monkeypatch.syspath_prepend(str(REPO))
-    benchmark = importlib.import_module("benchmarks.gpu_presets")
-    results = benchmark.main(["--smoke"])
-    printed = capsys.readouterr().out
-    assert [r.name for r in results] == list(benchmark.VARIANTS)
-    for result in results:
-        assert result.images_per_second > 0, result
-        assert result.name in printed
-    assert "device:" in printed

@@ -17,7 +17,6 @@ from torch import nn
 
 from project.callbacks import LinkDataToModel
 from project.callbacks.finetuning import StagedUnfreeze
-from project.callbacks.speed import ChannelsLast, TorchCompile
 from project.checkpoints import CheckpointError
 from project.data import DigitsDataModule
 from project.models import ConvNet, ImageClassifier
@@ -244,7 +243,10 @@ def test_staged_unfreezing_rejects_schedules_that_freeze_again_and_plain_models(
 
 @pytest.mark.slow
 def test_staged_unfreezing_works_with_the_speed_presets(tmp_path: Path, digits_tree: Path):
-    callbacks = [StagedUnfreeze({1: "all"}), ChannelsLast(), TorchCompile(backend="eager")]
+    # Two leaves together: without the speed callbacks there is nothing to combine.
+    speed = pytest.importorskip("project.callbacks.speed")
+    compiled = speed.TorchCompile(backend="eager")
+    callbacks = [StagedUnfreeze({1: "all"}), speed.ChannelsLast(), compiled]
     model = TransferClassifier(ConvNet(10, in_channels=1, widths=[8, 16]), 10, trainable="head")
     trainer = fast_trainer(tmp_path, max_epochs=2, callbacks=callbacks)
     trainer.fit(model, digits(digits_tree))
