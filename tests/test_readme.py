@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import FAST, REPO, run_cli
+from fakes import preparer_for
 
 README = (REPO / "README.md").read_text()
 COMMANDS = [
@@ -22,6 +23,14 @@ COMMANDS = [
     for line in block.splitlines()
     if line.startswith("python -m project ")
 ]
+RUNNER_COMMANDS = [
+    line.strip()
+    for block in re.findall(r"```bash\n(.*?)```", README, flags=re.S)
+    for line in block.splitlines()
+    if line.startswith("python -m project.runner ")
+]
+# The runner's commands run with one seed, two folds or one trial.
+FEWER = {"--seeds": "0", "--folds": "2", "--trials": "1"}
 # GPU commands cannot run here; DDP re-launches the command line, which inside
 # pytest is pytest itself (tests/test_presets.py runs DDP on CPU in a subprocess).
 PARSE_ONLY = ("accelerator gpu", "presets/gpu.yaml", "ddp", "fsdp")
@@ -38,7 +47,7 @@ def make_user_folder(root: Path, digits: Path) -> None:
 
 
 def test_readme_has_commands():
-    assert len(COMMANDS) >= 8
+    assert len(COMMANDS) >= 8 and len(RUNNER_COMMANDS) >= 4
     assert README.lstrip().startswith("#")
     assert "make fit" in README.split("\n## ")[0] and "make test" in README.split("\n## ")[0]
 
@@ -59,6 +68,33 @@ def test_readme_command_runs(command: str, workdir: Path, digits_tree: Path):
         run_cli("fit", "--config", config, *FAST)
     cli = run_cli(*args, *FAST)
     assert cli.trainer.state.finished
+
+
+def fewer_runs(args: list[str]) -> list[str]:
+    """``args`` with the count of seeds, folds or trials cut to ``FEWER``'s."""
+    shorter, skipping = [], False
+    for arg in args:
+        if skipping and not arg.startswith("--"):
+            continue
+        skipping = arg in FEWER
+        shorter += [arg, FEWER[arg]] if skipping else [arg]
+    return shorter
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", RUNNER_COMMANDS)
+def test_readme_runner_command_runs(command: str, workdir: Path):
+    from project.runner import run
+
+    args = fewer_runs(shlex.split(command)[3:])
+    for config in {arg for arg in args if arg.startswith("configs/")}:
+        # A config that starts from another run's checkpoint gets a stand-in for it.
+        if prepare := preparer_for(config.removeprefix("configs/")):
+            prepare(workdir)
+    runs = run([*args, *FAST])
+    contenders = command.count("--config")
+    assert len({r.contender for r in runs}) == contenders
+    assert runs and all(r.metrics for r in runs if r.state == "COMPLETE")
 
 
 PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
