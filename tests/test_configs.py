@@ -113,9 +113,7 @@ def test_experiment_says_how_to_run_it(name: str):
 
 
 def _all_configs() -> dict[str, dict]:
-    import yaml
-
-    return {name: yaml.safe_load((CONFIGS / name).read_text()) or {} for name in ALL}
+    return {name: yaml_load(name) or {} for name in ALL}
 
 
 def test_overlays_hold_only_what_differs_from_the_base():
