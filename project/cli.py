@@ -21,15 +21,8 @@ from project.callbacks.checkpointing import (
 )
 from project.callbacks.linking import LinkDataToModel
 from project.callbacks.progress import progress_bar_for
-from project.checkpoints import (
-    CheckpointError,
-    check_import_paths,
-    class_paths,
-    read_checkpoint,
-    run_checkpoint,
-)
 from project.data import ImageDataModule
-from project.errors import ProjectArgumentParser, constructor_error
+from project.errors import ProjectArgumentParser, instantiation_error
 from project.models import ImageClassifier
 
 # What every run shares (trainer, logger, checkpoints, the safety callbacks),
@@ -96,13 +89,7 @@ class ProjectCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except ValueError as error:
-            # jsonargparse wraps a constructor's error (a missing data root) in its type search.
-            original, owner = constructor_error(error)
-            if original is error:
-                raise
-            if not isinstance(original, (ValueError, OSError)):
-                raise original from None
-            self.parser.error(f"{owner + ': ' if owner else ''}{original}")
+            self.parser.error(instantiation_error(error))  # re-raises what is no input error
         # Pretrained weights were trained at a size: the data crops to it unless told otherwise.
         sizes = getattr(self.model, "input_preprocessing", None)
         if sizes and hasattr(self.datamodule, "use_input_size"):
@@ -124,18 +111,17 @@ class ProjectCLI(LightningCLI):
         # LightningCLI would build what the checkpoint's saved settings name before
         # any check, and run those instead of the config. Here the config builds the
         # model, the checkpoint gives its weights, once it has passed the check.
-        if self.config.get("subcommand"):
-            self._check_checkpoint(self.config[self.config.subcommand].get("ckpt_path"))
+        if self.config.get("subcommand") and self.config[self.config.subcommand].get("ckpt_path"):
+            self._checked_ckpt_path()
 
-    def _check_checkpoint(self, path: str | None) -> None:
-        """Refuses, in one line, a checkpoint that holds code or names untrusted classes."""
-        if not path or "://" in str(path) or not Path(path).is_file():
-            return  # best/last are checked once found; remote paths by Lightning
+    def _checked_ckpt_path(self, runs: Path | None = None) -> str | None:
+        """The checkpoint file (best/last: in ``runs``), refused in one line if it holds code."""
+        from project.checkpoints import CheckpointError, checked_ckpt_path, class_paths
+
+        config = self.config[self.config.subcommand]
         try:
-            checkpoint = read_checkpoint(path, "ckpt_path", mmap=True)
-            own = class_paths(self.config[self.config.subcommand].as_dict())
-            check_import_paths(checkpoint, path, "ckpt_path", config_classes=own)
-        except CheckpointError as error:
+            return checked_ckpt_path(config.get("ckpt_path"), class_paths(config.as_dict()), runs)
+        except (CheckpointError, FileNotFoundError) as error:
             self.parser.error(str(error))
 
     def _prepare_run(self, fitting: bool = False) -> None:
@@ -143,20 +129,22 @@ class ProjectCLI(LightningCLI):
         config = self.config_init[self.subcommand]
         if config.get("weights_only") is None:
             config["weights_only"] = True  # a checkpoint is data, never code
+        if config.get("ckpt_path") in ("best", "last"):
+            # From the command line: the newest earlier run of this experiment.
+            logger = self.trainer.logger
+            if logger is None or logger.save_dir is None:
+                self.parser.error(
+                    "ckpt_path: best and last need a logger's run folders; give a file"
+                )
+            config["ckpt_path"] = self._checked_ckpt_path(
+                Path(logger.save_dir) / (logger.name or "")
+            )
         try:
-            if config.get("ckpt_path") in ("best", "last"):
-                # From the command line: the newest earlier run of this experiment.
-                logger = self.trainer.logger
-                if logger is None or logger.save_dir is None:
-                    raise FileNotFoundError("--ckpt_path best/last needs a logger; give a file")
-                runs = Path(logger.save_dir) / (logger.name or "")
-                config["ckpt_path"] = str(run_checkpoint(runs, config["ckpt_path"], "ckpt_path"))
-                self._check_checkpoint(config["ckpt_path"])
             if rank_zero_only.rank == 0:
                 claim_log_versions(self.trainer.loggers)
                 if fitting:
                     check_run_folders(self.trainer)
-        except (CheckpointError, RunDirectoryError) as error:
+        except RunDirectoryError as error:
             self.parser.error(str(error))
 
     def before_fit(self) -> None:

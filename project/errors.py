@@ -84,6 +84,17 @@ def constructor_error(error: BaseException) -> tuple[BaseException, str | None]:
     return error, owner
 
 
+def instantiation_error(error: ValueError) -> str:
+    """The line for a constructor's bad-input error (a missing data root) that jsonargparse
+    wrapped in its type search; any other error is raised as it is."""
+    original, owner = constructor_error(error)
+    if original is error:
+        raise error
+    if not isinstance(original, (ValueError, OSError)):
+        raise original from None
+    return f"{owner + ': ' if owner else ''}{original}"
+
+
 # How jsonargparse's reports of a failed instantiation begin.
 _WRAPPERS = ("Does not validate against any of the Union subtypes", "Problem with given class_path")
 

@@ -167,9 +167,14 @@ def test_fit_then_test_best_then_resume_last(workdir: Path):
     assert resumed.trainer.global_step == 3 * 2
 
 
-def test_ckpt_path_last_without_an_earlier_run_names_where_it_looked(workdir: Path):
-    with pytest.raises(FileNotFoundError, match=r"logs/default/\*/checkpoints/last\.ckpt"):
+def test_ckpt_path_last_without_an_earlier_run_names_where_it_looked(
+    workdir: Path, capsys: pytest.CaptureFixture
+):
+    with pytest.raises(SystemExit) as exit_info:
         run_cli("test", *DEFAULT, *FAST, "--ckpt_path=last")
+    assert exit_info.value.code == 2
+    line = capsys.readouterr().err.splitlines()[0]
+    assert re.match(r"error: ckpt_path: no run in logs/default .*/\*/checkpoints/last\.ckpt", line)
 
 
 @pytest.mark.slow

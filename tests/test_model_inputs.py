@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import FAST, REPO, run_cli
 
+from project.checkpoints import CheckpointError
 from project.models import ConvNet, ImageClassifier
 from project.models.inputs import InputNormalization
 
@@ -65,20 +66,22 @@ def test_wrong_inputs_and_missing_statistics_are_one_line_errors():
         InputNormalization(1, [0.5], [0.0])
 
 
-def test_a_checkpoint_from_before_the_model_held_its_statistics_still_loads(tmp_path: Path):
+def test_a_checkpoint_without_input_statistics_is_refused_in_one_line(tmp_path: Path):
     model = ImageClassifier(ConvNet(3, in_channels=1, widths=[8]), 3, mean=[0.3], std=[0.4])
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("normalize.")}
     old = {
         "state_dict": state,
         "hyper_parameters": {"num_classes": 3, "channels": 1},
-        "DigitsDataModule": {"class_names": ["0", "1", "2"], "mean": [0.3], "std": [0.4]},
         "pytorch-lightning_version": "2.6.0",
     }
     torch.save(old, tmp_path / "old.ckpt")
-    loaded = ImageClassifier.load_from_checkpoint(
-        tmp_path / "old.ckpt", net=ConvNet(3, in_channels=1, widths=[8])
-    )
-    assert loaded.normalize.extra_repr() == "mean=[0.3], std=[0.4]"
+    with pytest.raises(
+        CheckpointError, match=r"old\.ckpt does not build ImageClassifier: .*no input statistics"
+    ) as error:
+        ImageClassifier.load_from_checkpoint(
+            tmp_path / "old.ckpt", net=ConvNet(3, in_channels=1, widths=[8])
+        )
+    assert "\n" not in str(error.value)
 
 
 # -- a checkpoint predicts alone ----------------------------------------------------------

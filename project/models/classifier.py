@@ -14,8 +14,8 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassRecall
 
-from project.checkpoints import check_fits, load_checked
-from project.models.inputs import InputNormalization, checkpoint_statistics
+from project.models.compat import check_fits
+from project.models.inputs import InputNormalization
 from project.models.metrics import classification_metrics
 
 if TYPE_CHECKING:
@@ -275,6 +275,8 @@ class ImageClassifier(L.LightningModule):
         file is read with ``weights_only=True``. Errors are one line naming the
         file (:class:`project.checkpoints.CheckpointError`).
         """
+        from project.checkpoints import load_checked
+
         return load_checked(
             cls,
             super().load_from_checkpoint,
@@ -293,14 +295,11 @@ class ImageClassifier(L.LightningModule):
         """
         source = getattr(self._trainer, "ckpt_path", None) or "the checkpoint"
         check_fits(self, checkpoint, source)
-        state = checkpoint["state_dict"]
-        if "normalize.mean" not in state:
-            # Written before the model held its input statistics: they were the data's.
-            statistics = checkpoint_statistics(checkpoint)
-            if statistics is None:
-                raise ValueError(f"{source} records no input statistics (mean and std)")
-            normalization = InputNormalization(self.normalize.channels, *statistics)
-            state.update({f"normalize.{k}": v for k, v in normalization.state_dict().items()})
+        if "normalize.mean" not in checkpoint["state_dict"]:
+            raise ValueError(
+                f"{source} holds no input statistics (normalize.mean, normalize.std): it was "
+                "written before the model carried them; train it again"
+            )
 
     # -- optimization ------------------------------------------------------------------
 

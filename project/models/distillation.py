@@ -10,9 +10,14 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
-from project.checkpoints import check_import_paths, network_state, read_checkpoint
+from project.checkpoints import (
+    check_import_paths,
+    checkpoint_statistics,
+    network_state,
+    read_checkpoint,
+)
 from project.models.classifier import ImageClassifier
-from project.models.inputs import InputNormalization, checkpoint_statistics
+from project.models.inputs import InputNormalization
 
 
 def takes_teacher_logits(loss: nn.Module) -> bool:

@@ -87,18 +87,3 @@ class InputNormalization(nn.Module):
             return f"channels={self.channels}, unset"
         mean, std = self.values()
         return f"mean={[round(m, 4) for m in mean]}, std={[round(s, 4) for s in std]}"
-
-
-def checkpoint_statistics(checkpoint: dict[str, Any]) -> tuple[list[float], list[float]] | None:
-    """The input statistics a checkpoint's model was trained with, or ``None``.
-
-    From the model's ``normalize`` buffers, or, in older checkpoints, the datamodule's state.
-    """
-    state = checkpoint.get("state_dict", {})
-    mean, std = state.get("normalize.mean"), state.get("normalize.std")
-    if isinstance(mean, Tensor) and isinstance(std, Tensor):
-        return mean.flatten().tolist(), std.flatten().tolist()
-    for value in checkpoint.values():
-        if isinstance(value, dict) and value.get("mean") is not None and "std" in value:
-            return list(value["mean"]), list(value["std"])
-    return None

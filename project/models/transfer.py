@@ -8,10 +8,9 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
-from project.checkpoints import network_state, read_checkpoint
+from project.checkpoints import checkpoint_statistics, network_state, read_checkpoint
 from project.models.backbones import find_head
 from project.models.classifier import ImageClassifier, weight_decay_groups
-from project.models.inputs import checkpoint_statistics
 
 ALL = "all"
 HEAD = "head"
