@@ -239,16 +239,16 @@ def checked_ckpt_path(
 ) -> str | None:
     """The file ``ckpt_path`` names, once it has passed :func:`check_import_paths`.
 
-    ``best`` and ``last`` mean the newest run in ``runs`` (``logs/<experiment>``);
-    without ``runs`` they stay as they are, to be found later.
+    ``best`` and ``last`` mean the newest run in ``runs`` (``logs/<experiment>``).
 
     Raises:
-        CheckpointError: The file holds code or names untrusted classes.
+        CheckpointError: The file holds code or names untrusted classes, or
+            best/last has no ``runs`` (no logger) to look in.
         FileNotFoundError: No run in ``runs`` has such a checkpoint.
     """
     if path in ("best", "last"):
         if runs is None:
-            return path
+            raise CheckpointError(f"ckpt_path: {path} needs a logger's run folders; give a file")
         path = str(run_checkpoint(runs, path, "ckpt_path"))
     if path and "://" not in path and Path(path).is_file():  # remote files: Lightning's checks
         checkpoint = read_checkpoint(path, "ckpt_path", mmap=True)

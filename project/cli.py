@@ -44,10 +44,8 @@ class ProjectCLI(LightningCLI):
     ) -> None:
         given = sys.argv[1:] if args is None else args
         self._command_line = list(given) if isinstance(given, (list, tuple)) else None
-        base = {"default_config_files": [str(BASE_CONFIG)]} if BASE_CONFIG.is_file() else {}
-        parser_kwargs = dict(parser_kwargs or {})
-        if not run:
-            parser_kwargs = {**base, **parser_kwargs}
+        base = {"default_config_files": [str(BASE_CONFIG)]}  # a missing file is skipped
+        parser_kwargs = {**({} if run else base), **(parser_kwargs or {})}
         for name in self.subcommands() if run else ():
             parser_kwargs[name] = {**base, **parser_kwargs.get(name, {})}
         super().__init__(*positional, args=args, parser_kwargs=parser_kwargs, run=run, **kwargs)
@@ -111,7 +109,9 @@ class ProjectCLI(LightningCLI):
         # LightningCLI would build what the checkpoint's saved settings name before
         # any check, and run those instead of the config. Here the config builds the
         # model, the checkpoint gives its weights, once it has passed the check.
-        if self.config.get("subcommand") and self.config[self.config.subcommand].get("ckpt_path"):
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if path and path not in ("best", "last"):  # those are found once the logger exists
             self._checked_ckpt_path()
 
     def _checked_ckpt_path(self, runs: Path | None = None) -> str | None:
@@ -124,34 +124,24 @@ class ProjectCLI(LightningCLI):
         except (CheckpointError, FileNotFoundError) as error:
             self.parser.error(str(error))
 
-    def _prepare_run(self, fitting: bool = False) -> None:
+    def _prepare_run(self) -> None:
         """Safe loading, the checkpoint that best/last mean, and a log folder of its own."""
         config = self.config_init[self.subcommand]
         if config.get("weights_only") is None:
             config["weights_only"] = True  # a checkpoint is data, never code
-        if config.get("ckpt_path") in ("best", "last"):
-            # From the command line: the newest earlier run of this experiment.
+        if config.get("ckpt_path") in ("best", "last"):  # the newest run of this experiment
             logger = self.trainer.logger
-            if logger is None or logger.save_dir is None:
-                self.parser.error(
-                    "ckpt_path: best and last need a logger's run folders; give a file"
-                )
-            config["ckpt_path"] = self._checked_ckpt_path(
-                Path(logger.save_dir) / (logger.name or "")
-            )
+            runs = Path(logger.save_dir, logger.name or "") if logger and logger.save_dir else None
+            config["ckpt_path"] = self._checked_ckpt_path(runs)
         try:
             if rank_zero_only.rank == 0:
                 claim_log_versions(self.trainer.loggers)
-                if fitting:
+                if self.subcommand == "fit":
                     check_run_folders(self.trainer)
         except RunDirectoryError as error:
             self.parser.error(str(error))
 
-    def before_fit(self) -> None:
-        self._prepare_run(fitting=True)
-
-    # The other subcommands need the same, without the check of the folders fit writes.
-    before_validate = before_test = before_predict = _prepare_run
+    before_fit = before_validate = before_test = before_predict = _prepare_run
 
     def after_fit(self) -> None:
         if self.trainer.interrupted or not self.config[self.subcommand].get("test_after_fit"):
