@@ -75,21 +75,35 @@ def write_labels_csv(folder: Path, classes: tuple[str, ...] = ("cat", "dog", "bi
     return path
 
 
-def write_mnist(root: Path, name: str = "MNIST", train: int = 150, test: int = 30) -> Path:
-    """MNIST-format idx files in ``root/<name>/raw``, as torchvision leaves them (uncompressed)."""
+def write_mnist(
+    root: Path,
+    name: str = "MNIST",
+    train: int = 150,
+    test: int = 30,
+    gzipped: bool = False,
+    flat: bool = False,
+) -> Path:
+    """MNIST-format idx files in ``root/<name>/raw``, as torchvision leaves them (uncompressed).
+
+    ``gzipped`` writes ``.gz`` files, as the original site and Debian ship them;
+    ``flat`` puts them in ``root`` itself, as Debian's package does.
+    """
+    import gzip
     import struct
 
     import numpy as np
 
-    raw = root / name / "raw"
+    raw = root if flat else root / name / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
+    opener = gzip.open if gzipped else open
+    suffix = ".gz" if gzipped else ""
     for prefix, count in (("train", train), ("t10k", test)):
         labels = np.arange(count, dtype=np.uint8) % 10
         images = np.stack([_class_image(rng, int(k), 28, 28, 1)[..., 0] for k in labels])
-        with (raw / f"{prefix}-images-idx3-ubyte").open("wb") as file:
+        with opener(raw / f"{prefix}-images-idx3-ubyte{suffix}", "wb") as file:
             file.write(struct.pack(">IIII", 0x803, count, 28, 28) + images.tobytes())
-        with (raw / f"{prefix}-labels-idx1-ubyte").open("wb") as file:
+        with opener(raw / f"{prefix}-labels-idx1-ubyte{suffix}", "wb") as file:
             file.write(struct.pack(">II", 0x801, count) + labels.tobytes())
     return raw
 

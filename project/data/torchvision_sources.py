@@ -7,8 +7,10 @@ CIFAR), so there is nothing to decode per image and nothing to cache.
 from __future__ import annotations
 
 import codecs
+import gzip
 import importlib
 import pickle
+import struct
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,7 +39,7 @@ wardrobe whale willow_tree wolf woman worm
 """.split()  # noqa: SIM905 (a hundred one-word lines otherwise)
 
 
-# The four uncompressed files of an MNIST-format dataset, in its raw/ folder.
+# The four files of an MNIST-format dataset, each also found with a .gz suffix.
 MNIST_FILES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -69,6 +71,27 @@ class _ArrayUnpickler(pickle.Unpickler):
         )
 
 
+def read_idx(path: Path) -> torch.Tensor:
+    """The uint8 array of an IDX file (MNIST's format), plain or gzip-compressed.
+
+    torchvision's reader opens only uncompressed files; the files as the
+    original site and Debian ship them are gzipped.
+    """
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as file:
+            data = file.read()
+    except (OSError, EOFError) as error:
+        raise ValueError(f"{path}: cannot be read ({error})") from error
+    if len(data) < 4 or data[:3] != b"\0\0\x08" or not 1 <= data[3] <= 3:
+        raise ValueError(f"{path} is not an IDX file of bytes (the MNIST format)")
+    header = 4 + 4 * data[3]
+    shape = struct.unpack(f">{data[3]}I", data[4:header])
+    values = np.frombuffer(data, dtype=np.uint8, offset=header)
+    if values.size != int(np.prod(shape)):
+        raise ValueError(f"{path} holds {values.size} values; its header says {shape}")
+    return torch.from_numpy(values.reshape(shape).copy())
+
+
 def read_cifar_batch(path: Path) -> tuple[torch.Tensor, list[int]]:
     """Images ``(N, 3, 32, 32)`` uint8 and labels of one CIFAR-10/100 python batch file."""
     with path.open("rb") as file:
@@ -94,7 +117,9 @@ class TorchvisionDataModule(ImageDataModule):
     Args:
         name: Which dataset.
         root: Folder holding the dataset's folder (``MNIST/raw``,
-            ``FashionMNIST/raw``, ``cifar-10-batches-py``, ``cifar-100-python``).
+            ``FashionMNIST/raw``, ``cifar-10-batches-py``, ``cifar-100-python``),
+            or MNIST's four files themselves, gzipped or not (Debian's
+            ``/usr/share/datasets/fashion-mnist``).
         download: Fetch the files into ``root`` when they are missing (needs network).
         channels: 1 or 3; ``None``: the dataset's own (1 for MNIST and
             FashionMNIST, 3 for CIFAR). 3 on MNIST repeats the gray channel for
@@ -141,17 +166,30 @@ class TorchvisionDataModule(ImageDataModule):
                 folder = self.root / tv_datasets.CIFAR100.base_folder
                 names = ["train", "test"]
             return [folder / n for n in names]
-        return [self.root / self.name / "raw" / f for f in MNIST_FILES]
+        return [self._mnist_file(name) for name in MNIST_FILES]
+
+    def _mnist_file(self, name: str) -> Path:
+        """``name`` or ``name.gz`` in torchvision's ``root/<name>/raw``, or in ``root`` itself."""
+        raw = self.root / self.name / "raw"
+        for path in (raw / name, raw / f"{name}.gz", self.root / name, self.root / f"{name}.gz"):
+            if path.is_file():
+                return path
+        return raw / name
 
     def _how_to_get(self) -> str:
         source = getattr(tv_datasets, self.name)
         if self.name.startswith("CIFAR"):
             return f"download {source.url} and extract it into {self.root}/"
         archives = ", ".join(f"{f}.gz" for f in MNIST_FILES)
-        return (
-            f"download {archives} from {source.mirrors[0]} and gunzip them into "
-            f"{self.root / self.name / 'raw'}/"
+        where = (
+            f"download {archives} from {source.mirrors[0]} into {self.root / self.name / 'raw'}/"
         )
+        if self.name == "FashionMNIST":
+            where += (
+                " or into data.root, or install Debian's dataset-fashion-mnist package and "
+                "set data.root: /usr/share/datasets/fashion-mnist"
+            )
+        return where
 
     def _missing_files_message(self, missing: list[Path]) -> str:
         listed = ", ".join(str(p) for p in missing)
@@ -187,14 +225,21 @@ class TorchvisionDataModule(ImageDataModule):
             images = torch.cat([b[0] for b in train])
             labels = [label for b in train for label in b[1]]
             return images, labels, test[0], test[1]
-        from torchvision.datasets.mnist import read_image_file, read_label_file
-
-        train_images, train_labels, test_images, test_labels = (str(p) for p in paths)
+        train_images, train_labels, test_images, test_labels = (read_idx(p) for p in paths)
+        for images, labels, (image_file, label_file) in (
+            (train_images, train_labels, paths[:2]),
+            (test_images, test_labels, paths[2:]),
+        ):
+            if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+                raise ValueError(
+                    f"{image_file} ({tuple(images.shape)}) and {label_file} "
+                    f"({tuple(labels.shape)}) are not N images and their N labels"
+                )
         return (
-            read_image_file(train_images).unsqueeze(1),
-            read_label_file(train_labels).tolist(),
-            read_image_file(test_images).unsqueeze(1),
-            read_label_file(test_labels).tolist(),
+            train_images.unsqueeze(1),
+            train_labels.tolist(),
+            test_images.unsqueeze(1),
+            test_labels.tolist(),
         )
 
     def find_samples(self) -> Samples:
