@@ -46,8 +46,9 @@ SCRIPTS: dict[str, bool] = {
 # Modules here that are not benchmarks themselves.
 SUPPORT = {"__init__", "__main__", "harness", "plain_loop"}
 # Benchmarks run on their own, not by ``make bench``: long (cpu_presets' baseline is
-# the default config; large_folder writes 70,000 files first).
-STANDALONE = {"cpu_presets", "large_folder"}
+# the default config; large_folder writes 70,000 files first; results trains every
+# config of the README's tables five times).
+STANDALONE = {"cpu_presets", "large_folder", "results"}
 
 
 @dataclass

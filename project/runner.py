@@ -38,6 +38,7 @@ import csv
 import math
 import statistics
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,7 @@ class Run:
     log_dir: str | None = None
     state: str = "COMPLETE"
     params: dict[str, Any] = field(default_factory=dict)
+    seconds: float = math.nan  # wall time of the fit and its test
 
 
 # -- one run ---------------------------------------------------------------------------
@@ -112,13 +114,15 @@ def fit_and_test(contender: str, name: str, args: list[str], metrics: Sequence[s
     Raises:
         KeyError: A metric of ``metrics`` was not logged by the test.
     """
+    started = time.perf_counter()
     cli = main(["fit", *args, "--test_after_fit=true"])
+    seconds = time.perf_counter() - started
     logged = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
     if missing := [metric for metric in metrics if metric not in logged]:
         raise KeyError(
             f"{contender} ({name}) logged no {missing}; its test logged {sorted(logged)}"
         )
-    return Run(contender, name, logged, cli.trainer.log_dir)
+    return Run(contender, name, logged, cli.trainer.log_dir, seconds=seconds)
 
 
 # -- the tables ------------------------------------------------------------------------
@@ -157,13 +161,13 @@ def write_tables(output: Path, runs: Sequence[Run], metrics: Sequence[str]) -> N
     keys = list(dict.fromkeys(key for run in runs for key in run.params))
     with (output / "runs.csv").open("w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(["config", "run", "state", *names, *keys, "log_dir"])
+        writer.writerow(["config", "run", "state", *names, *keys, "seconds", "log_dir"])
         for run in runs:
             writer.writerow(
                 [run.contender, run.name, run.state]
                 + [run.metrics.get(name, "") for name in names]
                 + [run.params.get(key, "") for key in keys]
-                + [run.log_dir or ""]
+                + [f"{run.seconds:.1f}", run.log_dir or ""]
             )
     (output / "summary.md").write_text(markdown(runs, metrics))
 

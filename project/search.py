@@ -126,6 +126,9 @@ def trial_runs(study: Any, contender: str, metric: str) -> list[Run]:
             t.user_attrs.get("log_dir"),
             t.state.name,
             t.params,
+            (t.datetime_complete - t.datetime_start).total_seconds()
+            if t.datetime_complete and t.datetime_start
+            else math.nan,
         )
         for t in study.trials
         if t.state.is_finished()

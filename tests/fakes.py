@@ -150,6 +150,11 @@ def prepare_mnist(workdir: Path) -> list[str]:
     return []
 
 
+def prepare_fashion_mnist(workdir: Path) -> list[str]:
+    write_mnist(workdir / "data", name="FashionMNIST", gzipped=True)  # as they are shipped
+    return []
+
+
 def prepare_cifar10(workdir: Path) -> list[str]:
     write_cifar10(workdir / "data")
     return []
@@ -160,6 +165,8 @@ PREPARERS.update(
         "experiments/imagefolder.yaml": prepare_imagefolder,
         "experiments/csv.yaml": prepare_csv,
         "experiments/mnist.yaml": prepare_mnist,
+        "experiments/fashion-mnist.yaml": prepare_fashion_mnist,
+        "experiments/fashion-mnist-best.yaml": prepare_fashion_mnist,
         "experiments/cifar10.yaml": prepare_cifar10,
     }
 )

@@ -93,7 +93,11 @@ LEAVES: dict[str, dict] = {
     },
     "ResNet": {
         "modules": ["project.models.resnet"],
-        "paths": ["configs/experiments/cifar10-resnet.yaml", "tests/test_resnet.py"],
+        "paths": [
+            "configs/experiments/cifar10-resnet.yaml",
+            "configs/experiments/fashion-mnist-best.yaml",
+            "tests/test_resnet.py",
+        ],
     },
     "speed callbacks": {
         "modules": ["project.callbacks.speed"],
@@ -107,12 +111,19 @@ LEAVES: dict[str, dict] = {
     },
     "runner": {
         "modules": ["project.runner", "project.search"],
-        "paths": ["configs/search/default.yaml", "tests/test_runner.py"],
+        "paths": [
+            "configs/search/default.yaml",
+            "tests/test_runner.py",
+            "benchmarks/results.py",
+            "tests/test_results.py",
+        ],
     },
     "torchvision datasets": {
         "modules": ["project.data.torchvision_sources"],
         "paths": [
             "configs/experiments/mnist.yaml",
+            "configs/experiments/fashion-mnist.yaml",
+            "configs/experiments/fashion-mnist-best.yaml",
             "configs/experiments/cifar10.yaml",
             "configs/experiments/cifar10-resnet.yaml",
             "configs/experiments/cifar10-resnet18-finetune.yaml",

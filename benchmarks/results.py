@@ -1,0 +1,179 @@
+"""The README's results tables, regenerated: every figure a mean ± std over seeds.
+
+    python -m benchmarks.results                      # every table (hours on a 2-core CPU)
+    python -m benchmarks.results digits transfer      # some of them
+    python -m benchmarks.results fashion --fashion-root /usr/share/datasets/fashion-mnist
+
+Each table is ``python -m project.runner seeds`` over its configs (seeds 0-4
+unless ``--seeds`` says otherwise): every run is a ``fit`` whose best checkpoint
+is tested, with the seed setting the initialisation, the shuffling and the
+split. The output is the tables as the README shows them, per-seed values,
+mean ± sample standard deviation and the seconds per run, then the machine they
+were measured on. Arguments this command does not know go to every run
+(``--trainer.max_epochs=1`` for a quick check that everything runs).
+
+FashionMNIST's tables need its four files: Debian's ``dataset-fashion-mnist``
+package puts them in ``/usr/share/datasets/fashion-mnist``, which is the
+default of ``--fashion-root`` when it exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks.harness import machine_facts
+from project.cli import main as fit
+from project.runner import Run, repeat, seed_variants
+
+DEFAULT = "configs/default.yaml"
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+@dataclass
+class Table:
+    """One results table: contenders (config stacks) under a label each, and what is shown."""
+
+    title: str
+    contenders: dict[str, list[str]]
+    metrics: list[str]  # the first is shown per seed
+    first: list[list[str]] = field(default_factory=list)  # fitted once before (pretraining)
+    fashion: bool = False  # reads FashionMNIST from --fashion-root
+
+
+def overlay(name: str) -> list[str]:
+    return [DEFAULT, f"configs/experiments/{name}.yaml"]
+
+
+TABLES: dict[str, Table] = {
+    "digits": Table(
+        "The default run (make fit): digits, test split of 360 images",
+        {"default": [DEFAULT]},
+        ["test/acc", "test/f1"],
+    ),
+    "transfer": Table(
+        "Digits 5-9 from 10 images per class, after pretraining on digits 0-4",
+        {
+            "from scratch": overlay("digits-5to9-scratch"),
+            "feature extraction": overlay("digits-5to9-features"),
+            "fine-tuning": overlay("digits-5to9-finetune"),
+        },
+        ["test/acc", "test/f1"],
+        first=[overlay("digits-0to4-pretrain")],
+    ),
+    "longtail": Table(
+        "Long-tailed digits (10:1), untouched test split",
+        {
+            "cross-entropy": overlay("longtail-ce"),
+            "class-weighted CE (inverse frequency)": overlay("longtail-weighted-ce"),
+            "focal (gamma 2, no alpha)": overlay("longtail-focal"),
+            "label smoothing 0.1": overlay("longtail-label-smoothing"),
+            "balanced sampler": overlay("longtail-balanced-sampler"),
+        },
+        ["test/f1", "test/recall_min", "test/acc"],
+    ),
+    "fashion": Table(
+        "FashionMNIST, official test set of 10,000 images",
+        {"fashion-mnist": ["configs/experiments/fashion-mnist.yaml"]},
+        ["test/acc", "test/f1"],
+        fashion=True,
+    ),
+    "fashion-best": Table(
+        "FashionMNIST, the longer recipe",
+        {"fashion-mnist-best": ["configs/experiments/fashion-mnist-best.yaml"]},
+        ["test/acc", "test/f1"],
+        fashion=True,
+    ),
+}
+
+
+def mean_std(values: Sequence[float], digits: int = 4) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.{digits}f} (one run)" if values else "-"
+    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def format_table(table: Table, runs: Sequence[Run], seeds: Sequence[int]) -> str:
+    """Per-seed values of the first metric, mean ± std of each metric, seconds per run."""
+    first, others = table.metrics[0], table.metrics
+    head = [f"seed {s}" for s in seeds] + [f"{m} mean ± std" for m in others] + ["s per run"]
+    lines = [
+        f"| {first} per seed: config | " + " | ".join(head) + " |",
+        "|---|" + "---:|" * len(head),
+    ]
+    for label in table.contenders:
+        mine = [run for run in runs if run.contender == label]
+        cells = [f"{run.metrics[first]:.4f}" for run in mine]
+        cells += [mean_std([run.metrics[m] for run in mine]) for m in others]
+        cells.append(f"{statistics.fmean(run.seconds for run in mine):.0f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_table(
+    name: str, table: Table, seeds: Sequence[int], extra: list[str], output: Path
+) -> list[Run]:
+    folder = output / name
+    for stack in table.first:
+        # As the README runs it, into logs/<experiment>, where the later configs look.
+        fit(["fit", *[arg for config in stack for arg in ("--config", config)], *extra])
+    runs: list[Run] = []
+    for label, stack in table.contenders.items():
+        done = repeat([stack], seed_variants(seeds), extra, table.metrics, folder)
+        runs += [Run(label, r.name, r.metrics, r.log_dir, seconds=r.seconds) for r in done]
+    return runs
+
+
+def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.results",
+        description=__doc__.split("\n\n")[0],
+        epilog="Unknown arguments go to every run.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("tables", nargs="*", help=f"some of {', '.join(TABLES)}; default: all")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--output", type=Path, default=Path("logs/results"))
+    parser.add_argument(
+        "--fashion-root",
+        default=str(DEBIAN_FASHION) if DEBIAN_FASHION.is_dir() else "data",
+        help="FashionMNIST's folder (default: Debian's, where installed, else data)",
+    )
+    return parser.parse_known_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> str:
+    options, extra = parse_args(sys.argv[1:] if argv is None else argv)
+    names = options.tables or list(TABLES)
+    if unknown := [name for name in names if name not in TABLES]:
+        raise SystemExit(f"unknown tables {unknown}; choose from {list(TABLES)}")
+    sections = []
+    for name in names:
+        table = TABLES[name]
+        given = (
+            [*extra, f"--data.init_args.root={options.fashion_root}"] if table.fashion else extra
+        )
+        runs = run_table(name, table, options.seeds, given, options.output)
+        sections.append(f"### {name}: {table.title}\n\n{format_table(table, runs, options.seeds)}")
+        print(f"\n{sections[-1]}\n", flush=True)
+    facts = machine_facts()
+    command = " ".join(
+        ["python -m benchmarks.results", *(argv if argv is not None else sys.argv[1:])]
+    )
+    where = (
+        f"{facts['device']}, {facts['cpus']} CPUs, torch {facts['torch']}, "
+        f"lightning {facts.get('lightning')}, {facts['date']}"
+    )
+    report = "\n\n".join([*sections, f"Command: `{command}`. Measured on {where}."])
+    options.output.mkdir(parents=True, exist_ok=True)
+    (options.output / "results.md").write_text(report + "\n")
+    print(f"\n{report}\n\n  written to {options.output / 'results.md'}", flush=True)
+    return report
+
+
+if __name__ == "__main__":
+    main()

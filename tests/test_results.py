@@ -1,0 +1,54 @@
+"""``python -m benchmarks.results``: the README's tables, regenerated from runs."""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from pathlib import Path
+
+import pytest
+from conftest import FAST
+from fakes import write_mnist
+
+from benchmarks import results
+
+
+def cells(report: str, label: str) -> list[str]:
+    line = next(line for line in report.splitlines() if line.startswith(f"| {label} |"))
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+@pytest.mark.slow
+def test_the_digits_table_holds_each_seed_and_their_mean_and_spread(workdir: Path):
+    output = workdir / "results"
+    report = results.main(["digits", "--seeds", "0", "1", "--output", str(output), *FAST])
+    with (output / "digits" / "runs.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert [row["run"] for row in rows] == ["default-seed0", "default-seed1"]
+    accuracy = [float(row["test/acc"]) for row in rows]
+    f1 = [float(row["test/f1"]) for row in rows]
+    row = cells(report, "default")
+    assert row[1:3] == [f"{value:.4f}" for value in accuracy]
+    assert row[3] == f"{statistics.fmean(accuracy):.4f} ± {statistics.stdev(accuracy):.4f}"
+    assert row[4] == f"{statistics.fmean(f1):.4f} ± {statistics.stdev(f1):.4f}"
+    assert float(row[5]) == pytest.approx(
+        statistics.fmean(float(r["seconds"]) for r in rows), abs=1
+    )
+    assert "python -m benchmarks.results digits --seeds 0 1" in report
+    assert "Measured on " in report
+    assert (output / "results.md").read_text().strip() == report.strip()
+
+
+@pytest.mark.slow
+def test_the_fashion_table_reads_the_gzipped_files_where_debian_puts_them(workdir: Path):
+    folder = write_mnist(workdir / "fashion", name="FashionMNIST", gzipped=True, flat=True)
+    output = workdir / "results"
+    arguments = ["fashion", "--seeds", "0", "--fashion-root", str(folder), "--output", str(output)]
+    report = results.main([*arguments, *FAST])
+    row = cells(report, "fashion-mnist")
+    assert row[2].endswith("(one run)")  # one seed: no spread is claimed
+
+
+def test_an_unknown_table_is_named():
+    with pytest.raises(SystemExit, match=r"unknown tables \['digit'\]"):
+        results.main(["digit"])
