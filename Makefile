@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 CONFIG ?= configs/default.yaml
+# Test processes (pytest-xdist): one per core, at most four; each test file stays in one.
+TEST_WORKERS ?= -n auto --maxprocesses 4 --dist loadfile
 JUPYTER_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -23,10 +25,10 @@ fit: $(INSTALLED) ## Train the default model on the embedded digits (CONFIG=... 
 	$(PY) -m project fit --config $(CONFIG)
 
 test: $(INSTALLED) ## Run the whole test suite, offline
-	$(PY) -m pytest
+	$(PY) -m pytest $(TEST_WORKERS)
 
 test-fast: $(INSTALLED) ## Run the tests that do not train (a test that calls Trainer.fit must be marked slow)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest $(TEST_WORKERS) -m "not slow"
 
 lint: $(INSTALLED) ## ruff check, ruff format --check, notebooks without outputs
 	$(VENV)/bin/ruff check .

@@ -18,6 +18,13 @@ from pathlib import Path
 import pytest
 import torch
 
+# Under pytest-xdist (make test) every worker is a process of its own: one thread
+# each, and one for the processes tests start, so workers do not fight over the
+# cores (waiting torch threads spin and slow each other down).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 
