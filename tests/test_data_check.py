@@ -12,7 +12,8 @@ import torch
 from torchvision.io import write_png
 
 from project.data import check
-from project.data.check import check_files, record_folder
+from project.data.check import check_files
+from project.data.remembered import record_folder
 
 
 def write_tiny_folder(root: Path, count: int, classes: int = 10) -> list[Path]:
