@@ -6,11 +6,12 @@
 
 Each table is ``python -m project.runner seeds`` over its configs (seeds 0-4
 unless ``--seeds`` says otherwise): every run is a ``fit`` whose best checkpoint
-is tested, with the seed setting the initialisation, the shuffling and the
-split. The output is the tables as the README shows them, per-seed values,
-mean ± sample standard deviation and the seconds per run, then the machine they
-were measured on. Arguments this command does not know go to every run
-(``--trainer.max_epochs=1`` for a quick check that everything runs).
+(``configs/base.yaml``: the final weights) is tested, with the seed setting the
+initialisation, the shuffling and the split. The output is the tables as the
+README shows them, per-seed values, mean ± sample standard deviation and the
+seconds per run, then the machine they were measured on. Arguments this command
+does not know go to every run (``--trainer.max_epochs=1`` for a quick check that
+everything runs).
 
 FashionMNIST's tables need its four files: Debian's ``dataset-fashion-mnist``
 package puts them in ``/usr/share/datasets/fashion-mnist``, which is the

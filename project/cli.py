@@ -69,7 +69,7 @@ class ProjectCLI(LightningCLI):
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any):
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
         if subcommand == "fit":
-            help = "Evaluate the best checkpoint on the test split when fit ends."
+            help = "Test the best checkpoint (base.yaml: the final weights) when fit ends."
             parser.add_argument("--test_after_fit", type=bool, default=True, help=help)
         return parser
 

@@ -123,7 +123,7 @@ def test_the_command_line_ignores_the_checkpoint_settings_and_uses_the_config(
     checkpoint["hyper_parameters"]["loss"]["init_args"]["label_smoothing"] = 0.3
     torch.save(checkpoint, "other.ckpt")
     cli = run_cli("test", *DEFAULT, "--ckpt_path=other.ckpt", *FAST)
-    assert cli.model.loss.label_smoothing == 0.0, "the config's loss, not the checkpoint's"
+    assert cli.model.loss.label_smoothing == 0.1, "the config's loss, not the checkpoint's"
     assert cli.trainer.state.finished
 
 

@@ -91,15 +91,19 @@ STANDALONE = """
 import csv, json, sys
 import torch
 from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms import v2
 import importlib
 
-checkpoint, table, kind = sys.argv[1:]
+checkpoint, table, kind, sizes = sys.argv[1:]
+# The evaluation resize and crop that the data applied (none: the files' own size).
+crop, resize = json.loads(sizes)
+evaluation = v2.Compose([v2.Resize(resize, antialias=True), v2.CenterCrop(crop)] if crop else [])
 module, _, name = kind.rpartition(".")
 model = getattr(importlib.import_module(module), name)
 model = model.load_from_checkpoint(checkpoint, map_location="cpu").eval()
 mode = ImageReadMode.GRAY if model.normalize.channels == 1 else ImageReadMode.RGB
 rows = list(csv.DictReader(open(table)))
-images = torch.stack([decode_image(row["path"], mode=mode) for row in rows])
+images = torch.stack([evaluation(decode_image(row["path"], mode=mode)) for row in rows])
 with torch.no_grad():
     probabilities = model(images).softmax(dim=1)
 names = model.class_names
@@ -123,17 +127,20 @@ def assert_a_checkpoint_predicts_alone(kind: str, config: list[str], workdir: Pa
     """Fit and predict with ``config``; then the checkpoint alone must give predictions.csv.
 
     In a fresh interpreter, ``<kind>.load_from_checkpoint`` and images decoded by
-    torchvision.io, with no datamodule and no config, must give the classes and
-    probabilities ``predict`` wrote.
+    torchvision.io, resized and cropped as the config's evaluation does, with no
+    datamodule and no config, must give the classes and probabilities ``predict`` wrote.
     """
     trained = run_cli("fit", *config, *FAST)
     checkpoint = trained.trainer.checkpoint_callback.best_model_path
     predicted = run_cli("predict", *config, *FAST, f"--ckpt_path={checkpoint}")
     table = next(c for c in predicted.trainer.callbacks if hasattr(c, "written")).written
     with table.open() as file:
-        assert len(list(csv.DictReader(file))) == 128  # two batches of the test split
+        rows = len(list(csv.DictReader(file)))
+    data = trained.datamodule
+    assert rows == 2 * data.batch_size  # two batches of the test split
+    sizes = json.dumps([data.image_size, data.image_size and data._eval_resize()])
     result = subprocess.run(
-        [sys.executable, "-c", STANDALONE, checkpoint, str(table), kind],
+        [sys.executable, "-c", STANDALONE, checkpoint, str(table), kind, sizes],
         capture_output=True,
         text=True,
         cwd=workdir,
@@ -143,7 +150,7 @@ def assert_a_checkpoint_predicts_alone(kind: str, config: list[str], workdir: Pa
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["type"] == kind.rpartition(".")[2]
     assert report["data_modules"] == [], "the model needed the data code"
-    assert report["rows"] == 128 and report["classes_agree"]
+    assert report["rows"] == rows and report["classes_agree"]
     # predictions.csv keeps six decimals.
     assert report["largest_difference"] <= 1e-5
 

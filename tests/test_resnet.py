@@ -55,7 +55,7 @@ def test_resnet_learns_the_digits(workdir):
         "--model.init_args.net.init_args.widths=[32, 64]",
         *FAST,
         "--trainer.max_epochs=4",
-        "--trainer.limit_train_batches=10",
+        "--trainer.limit_train_batches=20",
         "--trainer.limit_val_batches=1.0",
         "--trainer.limit_test_batches=1.0",
         "--trainer.callbacks=[]",
