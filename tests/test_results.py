@@ -52,3 +52,13 @@ def test_the_fashion_table_reads_the_gzipped_files_where_debian_puts_them(workdi
 def test_an_unknown_table_is_named():
     with pytest.raises(SystemExit, match=r"unknown tables \['digit'\]"):
         results.main(["digit"])
+
+
+def test_without_names_only_the_tables_of_at_most_15_minutes_run(monkeypatch):
+    ran = []
+    monkeypatch.setattr(results, "run_table", lambda name, *args: ran.append(name) or [])
+    monkeypatch.setattr(results, "format_table", lambda *args: "")
+    results.main(["--output", "results"])
+    assert ran == results.quick_tables() and "digits" in ran
+    # FashionMNIST's five seeds take hours here: named, never by default.
+    assert not {"fashion", "fashion-best"} & set(ran)
