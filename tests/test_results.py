@@ -54,7 +54,7 @@ def test_an_unknown_table_is_named():
         results.main(["digit"])
 
 
-def test_without_names_only_the_tables_of_at_most_15_minutes_run(monkeypatch):
+def test_without_names_only_the_tables_of_at_most_15_minutes_run(workdir: Path, monkeypatch):
     ran = []
     monkeypatch.setattr(results, "run_table", lambda name, *args: ran.append(name) or [])
     monkeypatch.setattr(results, "format_table", lambda *args: "")
