@@ -23,6 +23,8 @@ from typing import IO, Any, TypeVar
 
 import torch
 
+from project.exceptions import InputValueError
+
 ModuleT = TypeVar("ModuleT")
 
 # A name matches itself and everything under it.
@@ -40,7 +42,7 @@ SETTINGS_KEYS = ("hyper_parameters", "datamodule_hyper_parameters")
 _UNREADABLE = (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputValueError):
     """A checkpoint that cannot be used; the message is one line naming the file."""
 
 
@@ -250,6 +252,11 @@ def checked_ckpt_path(
         if runs is None:
             raise CheckpointError(f"ckpt_path: {path} needs a logger's run folders; give a file")
         path = str(run_checkpoint(runs, path, "ckpt_path"))
+    if path and "://" not in path and not Path(path).exists():
+        raise CheckpointError(
+            f"ckpt_path: {path} does not exist; give a .ckpt file, or best or last for the "
+            "newest run of this config"
+        )
     if path and "://" not in path and Path(path).is_file():  # remote files: Lightning's checks
         checkpoint = read_checkpoint(path, "ckpt_path", mmap=True)
         check_import_paths(checkpoint, path, "ckpt_path", config_classes=config_classes)

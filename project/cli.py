@@ -22,7 +22,12 @@ from project.callbacks.checkpointing import (
 from project.callbacks.linking import LinkDataToModel
 from project.callbacks.progress import progress_bar_for
 from project.data import ImageDataModule
-from project.errors import ProjectArgumentParser, instantiation_error
+from project.errors import (
+    ProjectArgumentParser,
+    config_files,
+    instantiation_error,
+    yaml_syntax_error,
+)
 from project.models import ImageClassifier
 
 # What every run shares (trainer, logger, checkpoints, the safety callbacks),
@@ -178,6 +183,10 @@ def main(args: ArgsType = None, run: bool = True, prog: str = "python -m project
     ``datamodule`` and ``trainer`` that ``fit`` would get, built from the same
     YAML, for notebooks and scripts that drive them themselves.
     """
+    given = sys.argv[1:] if args is None else args
+    if isinstance(given, (list, tuple)) and (problem := yaml_syntax_error(config_files(given))):
+        sys.stderr.write(f"error: {problem}\n")
+        raise SystemExit(2)
     try:
         with warnings.catch_warnings():
             if args is not None:

@@ -6,12 +6,21 @@ type it tried; these keep the key and the reason. ``JSONARGPARSE_DEBUG=1`` shows
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser
+
+from project.exceptions import InputError
+
+# Set to show the traceback of an input error instead of its one line.
+DEBUG_VARIABLE = "PROJECT_DEBUG"
 
 # Lines of jsonargparse's nested messages that describe its search, not the problem.
 _SEARCH_NOTES = re.compile(
@@ -126,3 +135,68 @@ class ProjectArgumentParser(LightningArgumentParser):
             f"  ({command} --help lists the options; JSONARGPARSE_DEBUG=1 shows the full message)\n"
         )
         self.exit(2)
+
+
+@contextlib.contextmanager
+def at_the_door(command: str = "python -m project") -> Iterator[None]:
+    """Turns an input error raised at any stage of a command-line run into one line and status 2.
+
+    Input errors are :class:`~project.exceptions.InputError` (the project's own) and
+    Lightning's ``MisconfigurationException`` (a trainer setting the machine cannot
+    honour, such as ``accelerator: gpu`` without a GPU); every other exception is a
+    bug and keeps its traceback. ``PROJECT_DEBUG=1`` shows the traceback of these too.
+    """
+    try:
+        yield
+    except (InputError, MisconfigurationException) as error:
+        if os.environ.get(DEBUG_VARIABLE):
+            raise
+        line = " ".join(str(error).split())
+        if isinstance(error, MisconfigurationException):
+            import torch
+
+            count = torch.cuda.device_count()
+            line += f" (Lightning's check of the trainer settings; this machine has {count} GPUs)"
+        sys.stderr.write(
+            f"error: {line}\n  ({command} --help lists the options; "
+            f"{DEBUG_VARIABLE}=1 shows the traceback)\n"
+        )
+        raise SystemExit(2) from None
+
+
+def config_files(args: Sequence[Any]) -> list[str]:
+    """The files given with ``--config FILE`` or ``--config=FILE`` in command-line ``args``."""
+    files = []
+    for index, arg in enumerate(args):
+        if not isinstance(arg, str):
+            continue
+        if arg == "--config" and index + 1 < len(args):
+            files.append(str(args[index + 1]))
+        elif arg.startswith("--config="):
+            files.append(arg.removeprefix("--config="))
+    return files
+
+
+def yaml_syntax_error(files: Sequence[str]) -> str | None:
+    """The first of ``files`` that is not valid YAML, as ``FILE:LINE:COLUMN: problem``.
+
+    jsonargparse reports a syntax error without the file or the line; this names both.
+    Files that cannot be read are left to jsonargparse, which names them.
+    """
+    import yaml
+
+    for name in files:
+        try:
+            text = Path(name).read_text()
+        except (OSError, UnicodeDecodeError):
+            continue
+        try:
+            yaml.safe_load(text)
+        except yaml.MarkedYAMLError as error:
+            mark = error.problem_mark
+            where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
+            context = f" ({error.context})" if error.context else ""
+            return f"{where}: not valid YAML: {error.problem}{context}"
+        except yaml.YAMLError as error:
+            return f"{name}: not valid YAML: {' '.join(str(error).split())}"
+    return None

@@ -26,12 +26,14 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
+from project.exceptions import InputError
+
 
 class CheckpointWriteError(OSError):
     """A checkpoint could not be written; any earlier file at that path is unchanged."""
 
 
-class RunDirectoryError(OSError):
+class RunDirectoryError(InputError, OSError):
     """A run's log or checkpoint folder cannot be created or written (raised before training)."""
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from project.data.datamodule import ImageDataModule, Samples
 from project.data.files import ImageFiles
+from project.exceptions import InputFileError, InputValueError
 
 # Split cells as users write them; an empty cell means training.
 SPLIT_NAMES = {
@@ -71,7 +72,7 @@ class CSVDataModule(ImageDataModule):
 
     def _read_rows(self) -> list[dict[str, str]]:
         if not self.csv_file.is_file():
-            raise FileNotFoundError(
+            raise InputFileError(
                 f"CSV file {str(self.csv_file)!r} does not exist (set data.csv_file)"
             )
         with self.csv_file.open(newline="", encoding="utf-8-sig") as file:
@@ -79,13 +80,13 @@ class CSVDataModule(ImageDataModule):
             columns = reader.fieldnames or []
             missing = [c for c in (self.path_column, self.label_column) if c not in columns]
             if missing:
-                raise ValueError(
+                raise InputValueError(
                     f"{self.csv_file} has no column {missing} (its header is {columns}); "
                     "name the columns with data.path_column and data.label_column"
                 )
             rows = [{k: (v or "").strip() for k, v in row.items() if k} for row in reader]
         if not rows:
-            raise ValueError(f"{self.csv_file} has a header but no rows")
+            raise InputValueError(f"{self.csv_file} has a header but no rows")
         return rows
 
     def _label_names(self) -> list[str]:

@@ -18,9 +18,11 @@ from project.data.files import ImageDataset, ImageFiles, common_size, try_train_
 from project.data.reports import report_skipped, split_table
 from project.data.samples import Samples, checked_samples, default_num_workers, folder_to_predict
 from project.data.sampling import ResumableSampler, TrainSampler
+from project.data.settings import check_settings
 from project.data.splits import SPLITS, TrainSubset, complete_split, kfold_split
 from project.data.statistics import split_statistics
 from project.data.transforms import Preset, Size, compose, eval_transforms, train_preset
+from project.exceptions import InputFileError, InputValueError
 
 __all__ = ["SPLITS", "ImageDataModule", "Samples", "compose", "default_num_workers"]
 
@@ -96,26 +98,19 @@ class ImageDataModule(L.LightningDataModule):
         train_subset: TrainSubset | None = None,
     ) -> None:
         super().__init__()
-        if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1:
-            raise ValueError(
-                f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) "
-                "must each be in [0, 1)"
-            )
-        if val_fraction + test_fraction >= 1:
-            raise ValueError(
-                f"val_fraction + test_fraction = {val_fraction + test_fraction} leaves no "
-                "training data; their sum must be below 1"
-            )
-        if train_transforms and augment != "none":
-            raise ValueError(
-                f"data.train_transforms and data.augment ({augment!r}) both set: use one "
-                "(a preset, or your own list)"
-            )
-        if num_folds is not None and (num_folds < 2 or not 0 <= fold < num_folds):
-            raise ValueError(
-                f"num_folds must be at least 2 and fold in 0..num_folds-1; got "
-                f"num_folds={num_folds}, fold={fold}"
-            )
+        check_settings(
+            batch_size=batch_size,
+            num_workers=num_workers,
+            prefetch_factor=prefetch_factor,
+            image_size=image_size,
+            resize_size=resize_size,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            num_folds=num_folds,
+            fold=fold,
+            custom_transforms=bool(train_transforms),
+            augment=augment,
+        )
         self.batch_size = batch_size
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.channels = channels
@@ -159,7 +154,7 @@ class ImageDataModule(L.LightningDataModule):
             return available
         unknown = [name for name in self.classes if name not in available]
         if unknown:
-            raise ValueError(f"classes {unknown} are not in the data; it has {available}")
+            raise InputValueError(f"classes {unknown} are not in the data; it has {available}")
         return list(self.classes)
 
     # -- setup -------------------------------------------------------------------------
@@ -182,9 +177,7 @@ class ImageDataModule(L.LightningDataModule):
             )
             self.skipped += report_skipped(unreadable, "images to predict", self.strict)
             if not store.paths:
-                raise FileNotFoundError(
-                    f"predict_root {self.predict_root!r} holds no readable image"
-                )
+                raise InputFileError(f"predict_root {self.predict_root!r} holds no readable image")
             if self.image_size is None:
                 self._native_size = common_size(store, checked)
             self.datasets["predict"] = ImageDataset(
@@ -211,7 +204,7 @@ class ImageDataModule(L.LightningDataModule):
             skipped += unreadable
         self.skipped += report_skipped(skipped, "samples", self.strict)
         if not samples.targets:
-            raise FileNotFoundError(f"{type(self).__name__} found no usable images")
+            raise InputFileError(f"{type(self).__name__} found no usable images")
         split = self._split(samples)
         by_split: dict[str, list[int]] = {name: [] for name in SPLITS}
         for index, name in enumerate(split):

@@ -13,10 +13,12 @@ from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as F
 
+from project.exceptions import InputValueError
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
-class UnreadableImageError(ValueError):
+class UnreadableImageError(InputValueError):
     """A file that cannot be decoded as an image; names the file and the decoder's reason."""
 
     def __init__(self, path: str | Path, reason: str) -> None:
@@ -231,7 +233,7 @@ def common_size(store: ImageStore, checked: Any) -> int | tuple[int, int]:
     if len(distinct) > 1:
         shown = list(distinct.items())[:3]
         examples = ", ".join(f"{name} is {h}x{w}" for (h, w), name in shown)
-        raise ValueError(
+        raise InputValueError(
             f"images differ in size ({examples}); set data.image_size (e.g. "
             f"data.image_size: {min(min(s) for s in distinct)}) to resize and crop them"
         )
@@ -256,14 +258,14 @@ def try_train_transform(train: ImageDataset, checked: Any) -> None:
         try:
             shapes[train.name(position)] = tuple(train[position][0].shape)
         except Exception as error:
-            raise ValueError(
+            raise InputValueError(
                 f"the training transform fails on {train.name(position)} "
                 f"({'x'.join(map(str, train.image(position).shape[1:]))} pixels): {error}. "
                 "Start data.train_transforms with a resize (v2.Resize) or a "
                 "RandomResizedCrop, or set data.image_size and use a preset"
             ) from error
     if len(set(shapes.values())) > 1:
-        raise ValueError(
+        raise InputValueError(
             f"the training transform gives images of different sizes ({shapes}); "
             "end data.train_transforms with a fixed-size crop (v2.CenterCrop, "
             "v2.RandomResizedCrop) so batches can be stacked"

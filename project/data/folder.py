@@ -10,6 +10,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from project.data.datamodule import ImageDataModule, Samples
 from project.data.files import IMAGE_EXTENSIONS, ImageFiles, scan_folder
 from project.data.splits import SPLITS
+from project.exceptions import InputFileError, InputValueError
 
 
 def _visible_folders(path: Path) -> list[str]:
@@ -53,7 +54,7 @@ class ImageFolderDataModule(ImageDataModule):
     def discover_classes(self) -> list[str]:
         """The class folder names, sorted, leaving out folders without images."""
         if not self.root.is_dir():
-            raise FileNotFoundError(
+            raise InputFileError(
                 f"data root {str(self.root)!r} does not exist; expected a folder with one "
                 "subfolder of images per class (set data.root)"
             )
@@ -67,7 +68,7 @@ class ImageFolderDataModule(ImageDataModule):
             )
         names = [name for name in names if name not in empty]
         if not names:
-            raise FileNotFoundError(
+            raise InputFileError(
                 f"data root {str(top)!r} has no class subfolders with images; expected "
                 f"{top!s}/<class name>/<image files> ({', '.join(IMAGE_EXTENSIONS)})"
             )
@@ -95,7 +96,7 @@ class ImageFolderDataModule(ImageDataModule):
             more = f" and {len(others) - 5} more" if len(others) > 5 else ""
             rank_zero_info(f"Ignored {len(others)} files that are not images: {listed}{more}")
         if not paths:
-            raise FileNotFoundError(
+            raise InputFileError(
                 f"no image files under {str(self.root)!r} (classes: {', '.join(self.class_names)})"
             )
         return Samples(ImageFiles(paths, self.channels), targets, split if presplit else None)
@@ -103,7 +104,7 @@ class ImageFolderDataModule(ImageDataModule):
     def _check_classes(self, top: Path) -> None:
         extra = sorted(set(_visible_folders(top)) - set(_visible_folders(self.root / "train")))
         if extra:
-            raise ValueError(
+            raise InputValueError(
                 f"{str(top)!r} has class folders {extra} that {str(self.root / 'train')!r} "
                 f"lacks; every split needs the same classes"
             )

@@ -8,6 +8,7 @@ from typing import Any
 from lightning.pytorch.utilities import rank_zero_warn
 
 from project.data.splits import SPLITS
+from project.exceptions import InputValueError
 
 # How many unusable files a warning lists; strict mode lists them all.
 LISTED = 5
@@ -24,7 +25,7 @@ def report_skipped(
         return skipped
     if strict:
         listing = "\n".join(f"  {item}: {reason}" for item, reason in skipped)
-        raise ValueError(
+        raise InputValueError(
             f"{len(skipped)} {what} cannot be used (data.strict is true):\n{listing}\n"
             "Fix or remove them, or set data.strict: false to skip them with a warning."
         )

@@ -10,6 +10,7 @@ import torch
 
 from project.data.check import FileCheck, check_files
 from project.data.files import DecodedImages, ImageFiles, ImageStore, scan_folder
+from project.exceptions import InputFileError
 
 
 @dataclass
@@ -66,10 +67,10 @@ def folder_to_predict(
 ) -> tuple[ImageFiles, FileCheck | None, list[tuple[str, str]]]:
     """The images under ``root`` (any layout, no labels), checked when ``check`` is on."""
     if not root.is_dir():
-        raise FileNotFoundError(f"predict_root {str(root)!r} is not a folder of images")
+        raise InputFileError(f"predict_root {str(root)!r} is not a folder of images")
     paths, _ = scan_folder(root)
     if not paths:
-        raise FileNotFoundError(
+        raise InputFileError(
             f"predict_root {str(root)!r} holds no image files "
             "(looked for .png, .jpg, .jpeg, .bmp, .gif, .tif, .tiff, .webp)"
         )

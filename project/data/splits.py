@@ -10,6 +10,8 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 
+from project.exceptions import InputValueError
+
 SPLITS = ("train", "val", "test")
 
 
@@ -23,7 +25,7 @@ def _check_stratifiable(
         listed = ", ".join(
             f"{repr(class_names[i]) if class_names else i} ({counts[i]})" for i in scarce[:10]
         )
-        raise ValueError(
+        raise InputValueError(
             f"cannot draw a stratified {what}: every class needs at least {parts} images, "
             f"but these have fewer: {listed}. Add images, leave those classes out "
             f"(data.classes), or provide the split yourself (train/val/test folders or a "
@@ -54,7 +56,7 @@ def stratified_split(
         held_out = math.ceil(share * len(rest))  # scikit-learn rounds up too
         classes = len(set(targets[i] for i in rest))
         if held_out < classes:
-            raise ValueError(
+            raise InputValueError(
                 f"a {name} split of {fraction:.0%} is {held_out} images, fewer than the "
                 f"{classes} classes it must each contain: raise the {name} fraction "
                 f"(data.{name}_fraction) or add images"

@@ -21,6 +21,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from project.data.datamodule import ImageDataModule, Samples
 from project.data.files import DecodedImages
+from project.exceptions import InputFileError, InputValueError
 
 DatasetName = Literal["MNIST", "FashionMNIST", "CIFAR10", "CIFAR100"]
 
@@ -81,14 +82,14 @@ def read_idx(path: Path) -> torch.Tensor:
         with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as file:
             data = file.read()
     except (OSError, EOFError) as error:
-        raise ValueError(f"{path}: cannot be read ({error})") from error
+        raise InputValueError(f"{path}: cannot be read ({error})") from error
     if len(data) < 4 or data[:3] != b"\0\0\x08" or not 1 <= data[3] <= 3:
-        raise ValueError(f"{path} is not an IDX file of bytes (the MNIST format)")
+        raise InputValueError(f"{path} is not an IDX file of bytes (the MNIST format)")
     header = 4 + 4 * data[3]
     shape = struct.unpack(f">{data[3]}I", data[4:header])
     values = np.frombuffer(data, dtype=np.uint8, offset=header)
     if values.size != int(np.prod(shape)):
-        raise ValueError(f"{path} holds {values.size} values; its header says {shape}")
+        raise InputValueError(f"{path} holds {values.size} values; its header says {shape}")
     return torch.from_numpy(values.reshape(shape).copy())
 
 
@@ -99,7 +100,7 @@ def read_cifar_batch(path: Path) -> tuple[torch.Tensor, list[int]]:
     labels = entry.get("labels", entry.get("fine_labels"))
     data = np.asarray(entry["data"], dtype=np.uint8)
     if labels is None or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-        raise ValueError(
+        raise InputValueError(
             f"{path} is not a CIFAR batch file (expected 'data' of shape (N, 3072) and "
             f"'labels' or 'fine_labels')"
         )
@@ -203,7 +204,7 @@ class TorchvisionDataModule(ImageDataModule):
         if not missing:
             return
         if not self.download:
-            raise FileNotFoundError(self._missing_files_message(missing))
+            raise InputFileError(self._missing_files_message(missing))
         dataset = getattr(tv_datasets, self.name)
         try:
             for train in (True, False):
@@ -217,7 +218,7 @@ class TorchvisionDataModule(ImageDataModule):
     def _load(self) -> tuple[torch.Tensor, list[int], torch.Tensor, list[int]]:
         missing = [p for p in self.files() if not p.is_file()]
         if missing:
-            raise FileNotFoundError(self._missing_files_message(missing))
+            raise InputFileError(self._missing_files_message(missing))
         paths = self.files()
         if self.name.startswith("CIFAR"):
             batches = [read_cifar_batch(p) for p in paths]
@@ -231,7 +232,7 @@ class TorchvisionDataModule(ImageDataModule):
             (test_images, test_labels, paths[2:]),
         ):
             if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-                raise ValueError(
+                raise InputValueError(
                     f"{image_file} ({tuple(images.shape)}) and {label_file} "
                     f"({tuple(labels.shape)}) are not N images and their N labels"
                 )

@@ -1,0 +1,123 @@
+"""A mistake in what the user gives is one line and status 2, whatever stage finds it.
+
+Each case runs ``python -m project`` in a subprocess, as a user would: parse time,
+construction, ``prepare_data``, ``setup``, checkpoint loading and the trainer's
+device check. The line names the key, value, file or folder; there is no traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+CASES = {
+    "unknown key": (
+        ["fit", "--config", "configs/default.yaml", "--trainer.max_epoch", "5"],
+        "trainer.max_epoch",
+    ),
+    "missing config file": (["fit", "--config", "configs/nonesuch.yaml"], "nonesuch.yaml"),
+    "YAML syntax error": (["fit", "--config", "broken.yaml"], "broken.yaml:4:"),
+    "dataset files missing (prepare_data)": (
+        ["fit", "--config", "configs/experiments/fashion-mnist.yaml", "--data.root", "/no/fashion"],
+        "/no/fashion",
+    ),
+    "checkpoint file missing": (
+        ["predict", "--config", "configs/default.yaml", "--ckpt_path", "/no/such.ckpt"],
+        "/no/such.ckpt",
+    ),
+    "negative batch size": (
+        ["fit", "--config", "configs/default.yaml", "--data.init_args.batch_size", "-1"],
+        "data.batch_size",
+    ),
+    "negative worker count": (
+        ["fit", "--config", "configs/default.yaml", "--data.init_args.num_workers", "-2"],
+        "data.num_workers",
+    ),
+    "empty folder to predict (setup)": (
+        [
+            "predict",
+            "--config",
+            "configs/default.yaml",
+            "--ckpt_path",
+            "TRAINED",
+            "--data.init_args.predict_root",
+            "empty",
+        ],
+        "'empty' holds no image files",
+    ),
+    "folder of no images (setup)": (
+        ["fit", "--config", "configs/experiments/imagefolder.yaml", "--data.root", "notes"],
+        "notes",
+    ),
+    "overlay without its base config": (
+        ["fit", "--config", "configs/experiments/longtail-ce.yaml"],
+        "configs/default.yaml",
+    ),
+    "a list where a number is expected": (
+        ["fit", "--config", "configs/default.yaml", "--trainer.max_epochs", "[1, 2]"],
+        "trainer.max_epochs",
+    ),
+    "a GPU the machine lacks (trainer)": (
+        ["fit", "--config", "configs/default.yaml", "--trainer.accelerator", "gpu"],
+        "0 GPUs",
+    ),
+}
+BROKEN_YAML = "model:\n  init_args:\n    net: 3\n     loss: x\n"
+
+
+@pytest.mark.slow  # runs processes
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_mistake_is_one_line_and_status_2(case: str, workdir: Path, trained: Path):
+    if "GPU" in case and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    args, named = CASES[case]
+    args = [str(trained) if arg == "TRAINED" else arg for arg in args]
+    (workdir / "broken.yaml").write_text(BROKEN_YAML)
+    (workdir / "empty").mkdir()
+    (workdir / "notes").mkdir()
+    (workdir / "notes" / "readme.txt").write_text("no images here")
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    env.pop("PROJECT_DEBUG", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "project", *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert len(lines) == 1 and named in lines[0], result.stderr[-2000:]
+
+
+@pytest.mark.slow  # runs a process
+def test_project_debug_shows_the_traceback(workdir: Path):
+    env = {**os.environ, "PROJECT_DEBUG": "1"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "project",
+            "fit",
+            "--config",
+            "configs/experiments/fashion-mnist.yaml",
+            "--data.root",
+            "/no/fashion",
+        ],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "InputFileError" in result.stderr
