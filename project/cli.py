@@ -30,6 +30,15 @@ from project.errors import (
 )
 from project.models import ImageClassifier
 
+# Lightning 2.6 asks torch's deprecated LeafSpec on every batch: a FutureWarning that is
+# not the user's to act on (pyproject.toml pins lightning<2.7, where it is raised).
+warnings.filterwarnings(
+    "ignore",
+    message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    category=FutureWarning,
+    module=r"lightning\.pytorch\.utilities\._pytree",
+)
+
 # What every run shares (trainer, logger, checkpoints, the safety callbacks),
 # read before the --config files for every subcommand.
 BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"

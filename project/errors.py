@@ -10,6 +10,7 @@ import contextlib
 import os
 import re
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -17,7 +18,7 @@ from typing import Any, NoReturn
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser
 
-from project.exceptions import InputError
+from project.exceptions import InputError, ProjectWarning
 
 # Set to show the traceback of an input error instead of its one line.
 DEBUG_VARIABLE = "PROJECT_DEBUG"
@@ -145,7 +146,17 @@ def at_the_door(command: str = "python -m project") -> Iterator[None]:
     Lightning's ``MisconfigurationException`` (a trainer setting the machine cannot
     honour, such as ``accelerator: gpu`` without a GPU); every other exception is a
     bug and keeps its traceback. ``PROJECT_DEBUG=1`` shows the traceback of these too.
+    The project's own warnings print as ``warning: <message>``, without the file and
+    line that raised them.
     """
+    shown = warnings.formatwarning
+
+    def format_warning(message, category, filename, lineno, line=None) -> str:
+        if issubclass(category, ProjectWarning):
+            return f"warning: {message}\n"
+        return shown(message, category, filename, lineno, line)
+
+    warnings.formatwarning = format_warning
     try:
         yield
     except (InputError, MisconfigurationException) as error:
@@ -162,6 +173,8 @@ def at_the_door(command: str = "python -m project") -> Iterator[None]:
             f"{DEBUG_VARIABLE}=1 shows the traceback)\n"
         )
         raise SystemExit(2) from None
+    finally:
+        warnings.formatwarning = shown
 
 
 def config_files(args: Sequence[Any]) -> list[str]:

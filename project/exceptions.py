@@ -22,3 +22,8 @@ class InputValueError(InputError, ValueError):
 
 class InputFileError(InputError, FileNotFoundError):
     """A file or folder the user named is missing, or holds nothing usable."""
+
+
+class ProjectWarning(UserWarning):
+    """Something in the user's input that the run works around; ``python -m project``
+    prints it as ``warning: <message>``, without the file and line that raised it."""

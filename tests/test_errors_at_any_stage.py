@@ -121,3 +121,41 @@ def test_project_debug_shows_the_traceback(workdir: Path):
     )
     assert result.returncode == 1
     assert "Traceback" in result.stderr and "InputFileError" in result.stderr
+
+
+@pytest.mark.slow  # trains one batch in a process
+def test_the_project_s_warnings_are_one_line_and_lightning_s_leafspec_notice_is_gone(
+    workdir: Path,
+):
+    import shutil
+
+    for digit in ("0", "1"):
+        shutil.copytree(workdir / "data" / "digits" / digit, workdir / "images" / digit)
+    (workdir / "images" / "empty").mkdir()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "project",
+            "fit",
+            "--config",
+            "configs/experiments/imagefolder.yaml",
+            "--data.root",
+            "images",
+            "--data.init_args.image_size",
+            "32",
+            "--trainer.fast_dev_run",
+            "true",
+            "--trainer.accelerator",
+            "cpu",
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "warning: class folders without images left out: empty" in result.stderr
+    assert "UserWarning" not in result.stderr and "rank_zero_warn(" not in result.stderr
+    assert "LeafSpec" not in result.stderr

@@ -14,6 +14,8 @@ from PIL import Image, ImageDraw, ImageFont
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as F
 
+from project.exceptions import ProjectWarning
+
 CAPTION_HEIGHT = 14
 
 
@@ -52,7 +54,10 @@ class TrainingImageGrid(Callback):
         datamodule = trainer.datamodule
         dataset = getattr(datamodule, "datasets", {}).get("train")
         if dataset is None or len(dataset) == 0:
-            rank_zero_warn("TrainingImageGrid needs an ImageDataModule with a training split")
+            rank_zero_warn(
+                "TrainingImageGrid needs an ImageDataModule with a training split",
+                category=ProjectWarning,
+            )
             return
         # Forked, so adding this callback leaves the run's own random draws as they were.
         with torch.random.fork_rng(devices=[]):

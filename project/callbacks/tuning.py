@@ -20,6 +20,8 @@ import lightning.pytorch as L
 from lightning.pytorch.callbacks import BatchSizeFinder, LearningRateFinder
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from project.exceptions import ProjectWarning
+
 
 def run_folder(trainer: L.Trainer) -> Path:
     """The run's log folder (``logs/<name>/version_<n>``); without a logger, the root."""
@@ -141,7 +143,8 @@ class PlottedLearningRateFinder(LearningRateFinder):
                 f"of num_training_steps={self._num_training_steps} points (the search also "
                 "ends at max_epochs and when the loss diverges) and the curve was too short "
                 "or flat; raise num_training_steps or max_epochs, or widen min_lr..max_lr. "
-                "Training continues with the configured rate."
+                "Training continues with the configured rate.",
+                category=ProjectWarning,
             )
             return
         if self.apply:
@@ -155,7 +158,10 @@ class PlottedLearningRateFinder(LearningRateFinder):
         try:
             import matplotlib.pyplot as plt
         except ImportError:
-            rank_zero_warn("matplotlib is not installed: the learning-rate plot is not saved")
+            rank_zero_warn(
+                "matplotlib is not installed: the learning-rate plot is not saved",
+                category=ProjectWarning,
+            )
             return None
         path = run_folder(trainer) / self.filename
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from project.data.datamodule import ImageDataModule, Samples
 from project.data.files import IMAGE_EXTENSIONS, ImageFiles, scan_folder
 from project.data.splits import SPLITS
-from project.exceptions import InputFileError, InputValueError
+from project.exceptions import InputFileError, InputValueError, ProjectWarning
 
 
 def _visible_folders(path: Path) -> list[str]:
@@ -64,7 +64,8 @@ class ImageFolderDataModule(ImageDataModule):
         if empty:
             rank_zero_warn(
                 f"class folders without images left out: {', '.join(empty)} (under {top}); "
-                "add images to them to train on those classes"
+                "add images to them to train on those classes",
+                category=ProjectWarning,
             )
         names = [name for name in names if name not in empty]
         if not names:

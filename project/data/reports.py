@@ -8,7 +8,7 @@ from typing import Any
 from lightning.pytorch.utilities import rank_zero_warn
 
 from project.data.splits import SPLITS
-from project.exceptions import InputValueError
+from project.exceptions import InputValueError, ProjectWarning
 
 # How many unusable files a warning lists; strict mode lists them all.
 LISTED = 5
@@ -33,7 +33,8 @@ def report_skipped(
     more = f"\n  ... and {len(skipped) - LISTED} more" if len(skipped) > LISTED else ""
     rank_zero_warn(
         f"Skipped {len(skipped)} {what} that cannot be used:\n{listing}{more}\n"
-        "Set data.strict: true to stop instead, with the full list."
+        "Set data.strict: true to stop instead, with the full list.",
+        category=ProjectWarning,
     )
     return skipped
 
