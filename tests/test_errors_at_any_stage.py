@@ -12,8 +12,25 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning.pytorch as L
 import pytest
 import torch
+
+TESTS = Path(__file__).resolve().parent
+
+
+class BreakFilesAfter(L.Callback):
+    """Overwrites every training image with bytes that do not decode, after ``steps`` steps."""
+
+    def __init__(self, steps: int = 2) -> None:
+        self.steps = steps
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if trainer.global_step == self.steps:
+            for path in trainer.datamodule.datasets["train"].paths:
+                os.unlink(path)  # the workdir's files are hard links: never write through them
+                Path(path).write_bytes(b"not an image any more")
+
 
 CASES = {
     "unknown key": (
@@ -159,3 +176,47 @@ def test_the_project_s_warnings_are_one_line_and_lightning_s_leafspec_notice_is_
     assert "warning: class folders without images left out: empty" in result.stderr
     assert "UserWarning" not in result.stderr and "rank_zero_warn(" not in result.stderr
     assert "LeafSpec" not in result.stderr
+
+
+@pytest.mark.slow  # trains in a process
+def test_a_mistake_found_mid_run_keeps_the_training_done_in_last_ckpt(workdir: Path):
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+    }
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "project",
+            "fit",
+            "--config",
+            "configs/default.yaml",
+            # Files read from disk at every access, so the broken ones are found mid-epoch.
+            "--data.init_args.cache",
+            "false",
+            "--data.init_args.check_files",
+            "false",
+            "--model.init_args.mean",
+            "[0.3]",
+            "--model.init_args.std",
+            "[0.4]",
+            "--trainer.callbacks+=test_errors_at_any_stage.BreakFilesAfter",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.accelerator",
+            "cpu",
+        ],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert len(lines) == 1 and "data/digits/" in lines[0] and "png" in lines[0], lines
+    (last,) = workdir.glob("logs/default/version_0/checkpoints/last.ckpt")
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 2

@@ -194,6 +194,11 @@ class SaveOnInterrupt(Callback):
     batch position, and exits with 130 (SIGINT) or 143 (SIGTERM); ``fit
     --ckpt_path last`` continues from that batch. A second signal stops at once
     without saving. Distributed ranks keep Lightning's own signal handling.
+
+    A mistake in the input found once training has begun (an
+    :class:`~project.exceptions.InputError`, such as a file that no longer
+    decodes) saves ``last.ckpt`` the same way before the error is reported, so
+    the training done so far is kept.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -257,6 +262,14 @@ class SaveOnInterrupt(Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         self._restore()
+        if isinstance(exception, InputError) and trainer.training and trainer.global_step > 0:
+            path = self.checkpoint_path(trainer)
+            trainer.save_checkpoint(path, weights_only=False)
+            rank_zero_info(
+                f"Stopped by a mistake in the input at epoch {trainer.current_epoch + 1}, "
+                f"step {trainer.global_step}; saved {path}. Fix it, then resume with "
+                "--ckpt_path last"
+            )
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._restore()
