@@ -79,6 +79,26 @@ CASES = {
         ["fit", "--config", "configs/default.yaml", "--trainer.max_epochs", "[1, 2]"],
         "trainer.max_epochs",
     ),
+    "a checkpoint of another network": (
+        [
+            "test",
+            "--config",
+            "configs/default.yaml",
+            "--ckpt_path",
+            "TRAINED",
+            "--model.init_args.net.init_args.widths",
+            "[16, 32]",
+        ],
+        "holds another network than the config builds: widths [32, 64] there, [16, 32] here",
+    ),
+    "a class_path whose module raises on import": (
+        ["fit", "--config", "configs/default.yaml", "--model.init_args.net", "boom.Net"],
+        "boom at import",
+    ),
+    "a CSV without the label column": (
+        ["fit", "--config", "configs/experiments/csv.yaml", "--data.init_args.csv_file", "bad.csv"],
+        "bad.csv has no column ['label']",
+    ),
     "a GPU the machine lacks (trainer)": (
         ["fit", "--config", "configs/default.yaml", "--trainer.accelerator", "gpu"],
         "0 GPUs",
@@ -98,7 +118,9 @@ def test_a_mistake_is_one_line_and_status_2(case: str, workdir: Path, trained: P
     (workdir / "empty").mkdir()
     (workdir / "notes").mkdir()
     (workdir / "notes" / "readme.txt").write_text("no images here")
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    (workdir / "boom.py").write_text('raise RuntimeError("boom at import")\n')
+    (workdir / "bad.csv").write_text("path,labelx\ndata/digits/0/0000.png,0\n")
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(workdir)}
     env.pop("PROJECT_DEBUG", None)
     result = subprocess.run(
         [sys.executable, "-m", "project", *args],

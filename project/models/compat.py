@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from project.exceptions import InputValueError
+
 
 def check_fits(model: Any, checkpoint: dict[str, Any], source: str) -> None:
     """Refuses a checkpoint made for other classes or another network, naming both sides.
@@ -16,7 +18,7 @@ def check_fits(model: Any, checkpoint: dict[str, Any], source: str) -> None:
     if (count is not None and count != model.num_classes) or (
         names is not None and list(names) != list(model.class_names)
     ):
-        raise ValueError(
+        raise InputValueError(
             f"{source} was trained on {count} classes {names}, but the data has "
             f"{model.num_classes} classes {model.class_names}; give the data it was "
             "trained on (data.classes selects classes by name)"
@@ -25,7 +27,7 @@ def check_fits(model: Any, checkpoint: dict[str, Any], source: str) -> None:
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items() if k[:4] == "net."}
     if theirs != ours:
         difference = _network_difference(theirs, ours, saved.get("net"), model.hparams.get("net"))
-        raise ValueError(
+        raise InputValueError(
             f"{source} holds another network than the config builds: {difference}; "
             "use the config it was trained with (config.yaml in its run's log folder)"
         )
