@@ -25,6 +25,7 @@ from project.data import ImageDataModule
 from project.errors import (
     ProjectArgumentParser,
     config_files,
+    device_error,
     instantiation_error,
     yaml_syntax_error,
 )
@@ -96,6 +97,8 @@ class ProjectCLI(LightningCLI):
             files = [Path(str(f)) for f in config.get("config") or []]
             stems = [f.stem for f in files if "presets" not in f.parent.parts]
             logger.init_args.name = stems[-1] if stems else "lightning_logs"
+        if problem := device_error(config.get("trainer", {})):
+            self.parser.error(problem)  # before any data is read
 
     def instantiate_classes(self) -> None:
         try:

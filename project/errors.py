@@ -177,6 +177,28 @@ def at_the_door(command: str = "python -m project") -> Iterator[None]:
         warnings.formatwarning = shown
 
 
+def device_error(trainer: Any) -> str | None:
+    """What this machine lacks for ``trainer.accelerator`` and ``trainer.devices``, or None.
+
+    Lightning finds out too, but only as ``No supported gpu backend found!``, which
+    names neither the setting nor what to do.
+    """
+    import torch
+
+    accelerator = str(trainer.get("accelerator") or "auto").lower()
+    if accelerator not in ("gpu", "cuda"):
+        return None
+    found, devices = torch.cuda.device_count(), trainer.get("devices")
+    if found == 0:
+        return (
+            f"trainer.accelerator: {accelerator!r} needs a CUDA GPU and this machine has none; "
+            "use cpu, or auto to take a GPU where there is one"
+        )
+    if isinstance(devices, int) and devices > found:
+        return f"trainer.devices: {devices} GPUs asked for, this machine has {found}"
+    return None
+
+
 def config_files(args: Sequence[Any]) -> list[str]:
     """The files given with ``--config FILE`` or ``--config=FILE`` in command-line ``args``."""
     files = []

@@ -106,7 +106,7 @@ CASES = {
     ),
     "a GPU the machine lacks (trainer)": (
         ["fit", "--config", "configs/default.yaml", "--trainer.accelerator", "gpu"],
-        "0 GPUs",
+        "trainer.accelerator: 'gpu' needs a CUDA GPU and this machine has none",
     ),
 }
 # More mistakes LightningCLI users make, run in this process through the same door
