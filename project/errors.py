@@ -143,9 +143,9 @@ def at_the_door(command: str = "python -m project") -> Iterator[None]:
     """Turns an input error raised at any stage of a command-line run into one line and status 2.
 
     Input errors are :class:`~project.exceptions.InputError` (the project's own) and
-    Lightning's ``MisconfigurationException`` (a trainer setting the machine cannot
-    honour, such as ``accelerator: gpu`` without a GPU); every other exception is a
-    bug and keeps its traceback. ``PROJECT_DEBUG=1`` shows the traceback of these too.
+    Lightning's ``MisconfigurationException`` (a trainer setting Lightning refuses;
+    ``device_error`` catches the common one, a GPU the machine lacks, earlier and by
+    name); every other exception is a bug and keeps its traceback. ``PROJECT_DEBUG=1`` shows the traceback of these too.
     The project's own warnings print as ``warning: <message>``, without the file and
     line that raised them.
     """
@@ -164,10 +164,7 @@ def at_the_door(command: str = "python -m project") -> Iterator[None]:
             raise
         line = " ".join(str(error).split())
         if isinstance(error, MisconfigurationException):
-            import torch
-
-            count = torch.cuda.device_count()
-            line += f" (Lightning's check of the trainer settings; this machine has {count} GPUs)"
+            line += " (Lightning's check of the trainer settings)"
         sys.stderr.write(
             f"error: {line}\n  ({command} --help lists the options; "
             f"{DEBUG_VARIABLE}=1 shows the traceback)\n"
