@@ -145,7 +145,8 @@ def at_the_door(command: str = "python -m project") -> Iterator[None]:
     Input errors are :class:`~project.exceptions.InputError` (the project's own) and
     Lightning's ``MisconfigurationException`` (a trainer setting Lightning refuses;
     ``device_error`` catches the common one, a GPU the machine lacks, earlier and by
-    name); every other exception is a bug and keeps its traceback. ``PROJECT_DEBUG=1`` shows the traceback of these too.
+    name); every other exception is a bug and keeps its traceback. ``PROJECT_DEBUG=1``
+    shows the traceback of these too.
     The project's own warnings print as ``warning: <message>``, without the file and
     line that raised them.
     """
