@@ -26,7 +26,6 @@ from project.errors import (
     ProjectArgumentParser,
     config_files,
     device_error,
-    instantiation_error,
     yaml_syntax_error,
 )
 from project.models import ImageClassifier
@@ -104,6 +103,8 @@ class ProjectCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except ValueError as error:
+            from project.parser_messages import instantiation_error
+
             self.parser.error(instantiation_error(error))  # re-raises what is no input error
         # Pretrained weights were trained at a size: the data crops to it unless told otherwise.
         sizes = getattr(self.model, "input_preprocessing", None)

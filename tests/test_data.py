@@ -293,7 +293,7 @@ def test_grayscale_files_are_repeated_to_three_channels(tmp_path: Path):
 
 
 def test_pad_crop_flip_draws_every_shift_of_the_padded_image():
-    from project.data.transforms import RandomPadCropFlip
+    from project.data.augment import RandomPadCropFlip
 
     image = torch.arange(1, 3 * 8 * 8 + 1, dtype=torch.int32).view(3, 8, 8)
     padded = nn.functional.pad(image, (2, 2, 2, 2))

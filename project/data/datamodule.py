@@ -19,9 +19,9 @@ from project.data.reports import report_skipped, split_table
 from project.data.samples import Samples, checked_samples, default_num_workers, folder_to_predict
 from project.data.sampling import ResumableSampler, TrainSampler
 from project.data.settings import check_settings
-from project.data.splits import SPLITS, TrainSubset, complete_split, kfold_split
+from project.data.splits import SPLITS, TrainSubset, complete_split
 from project.data.statistics import split_statistics
-from project.data.transforms import Preset, Size, compose, eval_transforms, train_preset
+from project.data.transforms import Preset, Size, compose, eval_transforms
 from project.exceptions import InputFileError, InputValueError
 
 __all__ = ["SPLITS", "ImageDataModule", "Samples", "compose", "default_num_workers"]
@@ -235,6 +235,8 @@ class ImageDataModule(L.LightningDataModule):
         if self.num_folds is None:
             fractions = {"val": self.val_fraction, "test": self.test_fraction}
             return complete_split(split, targets, fractions, self.seed, names)
+        from project.data.folds import kfold_split
+
         split = complete_split(split, targets, {"test": self.test_fraction}, self.seed, names)
         return kfold_split(split, targets, self.num_folds, self.fold, self.seed, names)
 
@@ -264,8 +266,10 @@ class ImageDataModule(L.LightningDataModule):
         if self.train_transforms:
             return compose(self.train_transforms)
         crop = self.crop_size
-        if crop is None:
+        if crop is None or self.augment == "none":
             return self.eval_transform()
+        from project.data.augment import train_preset
+
         return compose(train_preset(self.augment, crop, self._eval_resize(), self.horizontal_flip))
 
     def on_after_batch_transfer(self, batch: tuple, dataloader_idx: int) -> tuple:

@@ -1,4 +1,4 @@
-"""Stratified, seeded splits: train/val/test and k-fold cross-validation.
+"""Stratified, seeded splits: train/val/test (k-fold cross-validation: :mod:`project.data.folds`).
 
 A split is a list with one entry per sample: "train", "val" or "test". The
 same targets and seed always give the same split.
@@ -15,7 +15,7 @@ from project.exceptions import InputValueError
 SPLITS = ("train", "val", "test")
 
 
-def _check_stratifiable(
+def check_stratifiable(
     targets: Sequence[int], parts: int, what: str, class_names: Sequence[str] | None
 ) -> None:
     """Fails with a readable message where scikit-learn would fail with a cryptic one."""
@@ -61,7 +61,7 @@ def stratified_split(
                 f"{classes} classes it must each contain: raise the {name} fraction "
                 f"(data.{name}_fraction) or add images"
             )
-        _check_stratifiable([targets[i] for i in rest], 2, f"{name} split", class_names)
+        check_stratifiable([targets[i] for i in rest], 2, f"{name} split", class_names)
         stratify = [targets[i] for i in rest]
         rest, chosen = train_test_split(rest, test_size=share, stratify=stratify, random_state=seed)
         for i in chosen:
@@ -91,38 +91,6 @@ def complete_split(
     for i, name in zip(train, drawn, strict=True):
         completed[i] = name
     return completed
-
-
-def kfold_split(
-    split: Sequence[str],
-    targets: Sequence[int],
-    num_folds: int,
-    fold: int,
-    seed: int,
-    class_names: Sequence[str] | None = None,
-) -> list[str]:
-    """Fold ``fold`` of a stratified ``num_folds``-fold split of the train and val samples.
-
-    The samples of that fold become "val", the others "train"; "test" samples
-    stay out of the folds, so every fold is scored on the same test split.
-    """
-    from sklearn.model_selection import StratifiedKFold
-
-    if num_folds < 2:
-        raise ValueError(f"num_folds must be at least 2, got {num_folds}")
-    if not 0 <= fold < num_folds:
-        raise ValueError(f"fold must be in 0..{num_folds - 1} (num_folds={num_folds}), got {fold}")
-    pool = [i for i, name in enumerate(split) if name != "test"]
-    pool_targets = [targets[i] for i in pool]
-    _check_stratifiable(pool_targets, num_folds, f"{num_folds}-fold split", class_names)
-    folds = StratifiedKFold(n_splits=num_folds, shuffle=True, random_state=seed)
-    _, held_out = list(folds.split(pool, pool_targets))[fold]
-    result = list(split)
-    for i in pool:
-        result[i] = "train"
-    for position in held_out:
-        result[pool[position]] = "val"
-    return result
 
 
 class TrainSubset:
