@@ -104,6 +104,7 @@ LEAVES: dict[str, dict] = {
         "paths": [
             "configs/presets/channels-last.yaml",
             "configs/presets/compile.yaml",
+            "configs/experiments/fashion-mnist.yaml",
             "benchmarks/gpu_presets.py",
             "benchmarks/gpu_throughput.py",
             "tests/test_speed.py",

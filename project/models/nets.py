@@ -27,7 +27,8 @@ class ConvNet(nn.Module):
 
     Args:
         widths: Channels of each stage; the number of entries is the depth in stages.
-        convs_per_stage: 3x3 convolutions in each stage.
+        convs_per_stage: 3x3 convolutions in each stage, or one count per stage
+            (``[1, 2, 2]``: one at full resolution, where a convolution costs most).
         dropout: Dropout probability before the classifier.
     """
 
@@ -36,7 +37,7 @@ class ConvNet(nn.Module):
         num_classes: int,
         in_channels: int = 3,
         widths: Sequence[int] = (32, 64, 128),
-        convs_per_stage: int = 2,
+        convs_per_stage: int | Sequence[int] = 2,
         batch_norm: bool = True,
         pooling: Literal["max", "avg"] = "max",
         dropout: float = 0.2,
@@ -45,13 +46,21 @@ class ConvNet(nn.Module):
         self.in_channels = in_channels
         if not widths:
             raise ValueError("widths needs at least one stage")
+        counts = (
+            [convs_per_stage] * len(widths) if isinstance(convs_per_stage, int) else convs_per_stage
+        )
+        if len(counts) != len(widths) or min(counts) < 1:
+            raise ValueError(
+                f"convs_per_stage {convs_per_stage} needs a count of at least 1 for each of the "
+                f"{len(widths)} stages of widths {list(widths)}"
+            )
         pool = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}[pooling]
         layers: list[nn.Module] = []
         channels = in_channels
-        for stage, width in enumerate(widths):
+        for stage, (width, count) in enumerate(zip(widths, counts, strict=True)):
             if stage > 0:
                 layers.append(pool(2))
-            for _ in range(convs_per_stage):
+            for _ in range(count):
                 layers += conv_bn_relu(channels, width, batch_norm)
                 channels = width
         self.features = nn.Sequential(*layers)
