@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import warnings
 from pathlib import Path
@@ -65,9 +66,14 @@ class ProjectCLI(LightningCLI):
         super().__init__(*positional, args=args, parser_kwargs=parser_kwargs, run=run, **kwargs)
 
     def subcommands(self) -> dict[str, set[str]]:
-        """Only the subcommand named first, if any: each parser resolves every signature."""
+        """Only the subcommand named first, if any: each parser resolves every signature.
+
+        ``export`` is there while its leaf, ``project/export.py``, is.
+        """
         every = LightningCLI.subcommands()
         first = self._command_line[0] if self._command_line else None
+        if first not in every and exporter() is not None:  # export, or --help's list of all
+            every["export"] = {"model", "datamodule"}
         return {first: every[first]} if first in every else every
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -152,14 +158,14 @@ class ProjectCLI(LightningCLI):
             runs = Path(logger.save_dir, logger.name or "") if logger and logger.save_dir else None
             config["ckpt_path"] = self._checked_ckpt_path(runs)
         try:
-            if rank_zero_only.rank == 0:
+            if rank_zero_only.rank == 0 and self.subcommand != "export":  # it writes no logs
                 claim_log_versions(self.trainer.loggers)
                 if self.subcommand == "fit":
                     check_run_folders(self.trainer)
         except RunDirectoryError as error:
             self.parser.error(str(error))
 
-    before_fit = before_validate = before_test = before_predict = _prepare_run
+    before_fit = before_validate = before_test = before_predict = before_export = _prepare_run
 
     def after_fit(self) -> None:
         if self.trainer.interrupted or not self.config[self.subcommand].get("test_after_fit"):
@@ -188,6 +194,21 @@ def summary(metrics: dict[str, float], best: str, log_dir: str | None) -> str:
     )
 
 
+def exporting(args: Any, run: bool) -> bool:
+    """Whether ``args`` ask for export or for the list of subcommands (not another subcommand)."""
+    first = args[0] if isinstance(args, (list, tuple)) and args else None
+    return run and first not in LightningCLI.subcommands()
+
+
+def exporter() -> type[Trainer] | None:
+    """The Trainer with an ``export`` method (``project.export``); None once that leaf is gone."""
+    if importlib.util.find_spec("project.export") is None:
+        return None
+    from project.export import ExportTrainer
+
+    return ExportTrainer
+
+
 def main(args: ArgsType = None, run: bool = True, prog: str = "python -m project") -> ProjectCLI:
     """Runs the CLI on ``args`` (a list of strings or a dict), or on ``sys.argv`` when ``None``.
 
@@ -211,6 +232,9 @@ def main(args: ArgsType = None, run: bool = True, prog: str = "python -m project
                 ImageDataModule,
                 subclass_mode_model=True,
                 subclass_mode_data=True,
+                # Lightning's Trainer for fit, validate, test and predict; one that can
+                # also export when the command is export or --help.
+                trainer_class=(exporter() or Trainer) if exporting(given, run) else Trainer,
                 auto_configure_optimizers=False,
                 parser_class=ProjectArgumentParser,
                 parser_kwargs={"prog": prog},

@@ -14,7 +14,8 @@ from torch import nn
 from torchvision.transforms import v2
 
 from project.data import ImageFolderDataModule
-from project.data.files import DecodedImages, load_image
+from project.data.files import DecodedImages
+from project.images import load_image
 from project.models.inputs import InputNormalization
 
 CLASSES = ("cat", "dog", "bird")

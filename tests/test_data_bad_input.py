@@ -151,7 +151,7 @@ def test_prediction_skips_unreadable_files_and_lists_them(tmp_path: Path):
 
 
 def test_decoded_odd_images_have_the_requested_channels(tmp_path: Path):
-    from project.data.files import load_image
+    from project.images import load_image
 
     for path in write_odd_images(tmp_path):
         for channels in (1, 3):

@@ -119,6 +119,10 @@ LEAVES: dict[str, dict] = {
             "tests/test_results.py",
         ],
     },
+    "export": {
+        "modules": ["project.export", "project.infer"],
+        "paths": ["tests/test_export.py"],
+    },
     "torchvision datasets": {
         "modules": ["project.data.torchvision_sources"],
         "paths": [

@@ -138,7 +138,7 @@ def assert_a_checkpoint_predicts_alone(kind: str, config: list[str], workdir: Pa
         rows = len(list(csv.DictReader(file)))
     data = trained.datamodule
     assert rows == 2 * data.batch_size  # two batches of the test split
-    sizes = json.dumps([data.image_size, data.image_size and data._eval_resize()])
+    sizes = json.dumps([data.image_size, data.image_size and data.eval_resize_size()])
     result = subprocess.run(
         [sys.executable, "-c", STANDALONE, checkpoint, str(table), kind, sizes],
         capture_output=True,

@@ -68,7 +68,10 @@ class ChannelsLast(Callback):
     ``benchmarks/gpu_presets.py``). A convolution
     whose weight is channels-last returns channels-last output, so the
     activations follow from the first layer on without converting each batch.
-    On a CPU, or in full float32, expect little or no gain.
+    On a CPU the gain depends on the network and the CPU's convolution kernels:
+    ``configs/experiments/fashion-mnist.yaml`` uses it because it made that
+    network's training faster on a 2-core CPU (docs/benchmarks.md); time a few
+    batches of yours with and without it.
 
     YAML (``configs/presets/channels-last.yaml``)::
 

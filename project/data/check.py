@@ -18,7 +18,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as F
 
-from project.data.files import UnreadableImageError, load_image
+from project.images import UnreadableImageError, load_image
 
 # Seconds between progress lines while a check runs.
 PROGRESS_EVERY = 5.0

@@ -197,7 +197,7 @@ class ImageDataModule(L.LightningDataModule):
         skipped = list(samples.skipped)
         checked = None
         if isinstance(samples.store, ImageFiles) and (self.check_files or self.cache):
-            shrink = self._eval_resize() if self.image_size is not None else None
+            shrink = self.eval_resize_size() if self.image_size is not None else None
             samples, checked, unreadable = checked_samples(
                 samples, self.channels, self.num_workers, self.cache, shrink
             )
@@ -251,7 +251,8 @@ class ImageDataModule(L.LightningDataModule):
         """Size of the images the network sees (known after setup when ``image_size`` is None)."""
         return self.image_size if self.image_size is not None else self._native_size
 
-    def _eval_resize(self) -> int | None:
+    def eval_resize_size(self) -> int | None:
+        """The shorter side the evaluation transform resizes to before its centre crop."""
         if self.image_size is None:
             return None
         # The usual evaluation recipe: resize to 8/7 of the side, then a centre crop.
@@ -259,7 +260,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def eval_transform(self) -> v2.Transform:
         """Deterministic: resize and centre crop when ``image_size`` is set."""
-        return compose(eval_transforms(self.image_size, self._eval_resize()))
+        return compose(eval_transforms(self.image_size, self.eval_resize_size()))
 
     def train_transform(self) -> v2.Transform:
         """Your ``train_transforms``, or the ``augment`` preset, on uint8 images."""
@@ -270,7 +271,9 @@ class ImageDataModule(L.LightningDataModule):
             return self.eval_transform()
         from project.data.augment import train_preset
 
-        return compose(train_preset(self.augment, crop, self._eval_resize(), self.horizontal_flip))
+        return compose(
+            train_preset(self.augment, crop, self.eval_resize_size(), self.horizontal_flip)
+        )
 
     def on_after_batch_transfer(self, batch: tuple, dataloader_idx: int) -> tuple:
         # Batches travel to the device as uint8 (a quarter of the bytes of float32);

@@ -8,9 +8,10 @@ from typing import Any
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from project.data.datamodule import ImageDataModule, Samples
-from project.data.files import IMAGE_EXTENSIONS, ImageFiles, scan_folder
+from project.data.files import ImageFiles
 from project.data.splits import SPLITS
 from project.exceptions import InputFileError, InputValueError, ProjectWarning
+from project.images import IMAGE_EXTENSIONS, scan_folder
 
 
 def _visible_folders(path: Path) -> list[str]:

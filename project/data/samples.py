@@ -9,8 +9,9 @@ from pathlib import Path
 import torch
 
 from project.data.check import FileCheck, check_files
-from project.data.files import DecodedImages, ImageFiles, ImageStore, scan_folder
+from project.data.files import DecodedImages, ImageFiles, ImageStore
 from project.exceptions import InputFileError
+from project.images import scan_folder
 
 
 @dataclass

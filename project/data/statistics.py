@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 from project.data.check import LEVELS, FileCheck, check_files
-from project.data.files import DecodedImages, ImageStore, match_channels
+from project.data.files import DecodedImages, ImageStore
+from project.images import match_channels
 
 
 def split_statistics(

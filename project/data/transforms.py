@@ -12,20 +12,14 @@ from typing import Literal
 
 from torchvision.transforms import v2
 
+from project.images import eval_transforms
+
 Preset = Literal["none", "light", "standard", "strong"]
 Size = int | tuple[int, int]
+
+__all__ = ["Preset", "Size", "compose", "eval_transforms"]
 
 
 def compose(transforms: list[v2.Transform]) -> v2.Transform:
     """Chains transforms; an empty list leaves images unchanged."""
     return v2.Compose(transforms) if transforms else v2.Identity()
-
-
-def eval_transforms(crop_size: Size | None, resize_size: int | None) -> list[v2.Transform]:
-    """Deterministic: resize the shorter side to ``resize_size``, then centre-crop ``crop_size``.
-
-    ``crop_size=None`` keeps the images as they are (they must share one size).
-    """
-    if crop_size is None:
-        return []
-    return [v2.Resize(resize_size, antialias=True), v2.CenterCrop(crop_size)]

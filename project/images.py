@@ -1,0 +1,128 @@
+"""Finding image files, decoding them into uint8 tensors, and the evaluation resize and crop.
+
+Training (``project.data``) and standalone inference (``project.infer``) share
+these, so a new photo reaches an exported model as the test images reached the
+trained one. Imports only torch, torchvision, numpy and Pillow.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+from project.exceptions import InputValueError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+class UnreadableImageError(InputValueError):
+    """A file that cannot be decoded as an image; names the file and the decoder's reason."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+def read_mode(channels: int) -> ImageReadMode:
+    """The decode mode that yields ``channels`` channels (1: grayscale, 3: RGB)."""
+    modes = {1: ImageReadMode.GRAY, 3: ImageReadMode.RGB}
+    if channels not in modes:
+        raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
+    return modes[channels]
+
+
+def match_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
+    """Converts uint8 ``(..., C, H, W)`` images to ``channels`` (gray <-> RGB, alpha dropped)."""
+    have = image.shape[-3]
+    if have in (2, 4):  # gray + alpha, RGB + alpha
+        have -= 1
+        image = image[..., :have, :, :]
+    if have == channels:
+        return image
+    if channels == 3:
+        return image.expand(*image.shape[:-3], 3, *image.shape[-2:]).contiguous()
+    return F.rgb_to_grayscale(image)
+
+
+def to_uint8(image: torch.Tensor) -> torch.Tensor:
+    """16-bit images (PNG, TIFF) scaled to 8 bits, clamped to 0-255; uint8 passes unchanged."""
+    if image.dtype == torch.uint8:
+        return image
+    return (image.to(torch.float32) / 257.0).round().clamp(0, 255).to(torch.uint8)
+
+
+def _load_with_pil(path: Path, channels: int) -> torch.Tensor:
+    # Pillow covers what torchvision.io does not decode (BMP, TIFF, ...).
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()
+        if image.mode.startswith("I;16") or image.mode == "I":
+            array = np.asarray(image, dtype=np.int32)
+            return match_channels(to_uint8(torch.from_numpy(array).unsqueeze(0)), channels)
+        converted = image.convert("L" if channels == 1 else "RGB")
+        array = np.asarray(converted, dtype=np.uint8)
+    tensor = torch.from_numpy(array.copy())
+    return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
+
+
+def load_image(path: str | Path, channels: int) -> torch.Tensor:
+    """Decodes one file into a ``(channels, H, W)`` uint8 tensor.
+
+    JPEG, PNG, GIF and WebP are decoded by ``torchvision.io``; other formats
+    (BMP, TIFF) by Pillow. Palette, RGBA, 16-bit and CMYK files are converted to
+    the requested mode, so every image of a dataset has the same channel count.
+
+    Raises:
+        UnreadableImageError: The file is missing, truncated or not an image.
+    """
+    try:
+        image = decode_image(str(path), mode=read_mode(channels))
+    except RuntimeError:
+        try:
+            image = _load_with_pil(Path(path), channels)
+        except (OSError, ValueError, SyntaxError) as error:
+            # Pillow's messages ("image file is truncated", "cannot identify
+            # image file") read better than the C++ source locations torchvision gives.
+            raise UnreadableImageError(path, str(error) or type(error).__name__) from None
+    # GIF and WebP ignore the requested grayscale mode.
+    return match_channels(to_uint8(image), channels)
+
+
+def scan_folder(folder: Path) -> tuple[list[Path], list[Path]]:
+    """Image files under ``folder`` (any depth), and the other files found there, both sorted.
+
+    Hidden files and folders are left out. Paths sort folder by folder, as
+    ``pathlib`` orders them, so a split drawn from this order stays the same.
+    """
+    images, others = [], []
+    # os.walk lists with scandir: a tenth of rglob's time on tens of thousands of files.
+    for directory, folders, files in os.walk(folder):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        for name in files:
+            if name.startswith("."):
+                continue
+            found = images if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS else others
+            found.append(os.path.join(directory, name))
+    return _sorted_paths(images), _sorted_paths(others)
+
+
+def _sorted_paths(paths: list[str]) -> list[Path]:
+    return [Path(path) for path in sorted(paths, key=lambda path: path.split(os.sep))]
+
+
+def eval_transforms(crop_size: int | tuple[int, int] | None, resize_size: int | None) -> list:
+    """Deterministic: resize the shorter side to ``resize_size``, then centre-crop ``crop_size``.
+
+    ``crop_size=None`` keeps the images as they are (they must share one size).
+    """
+    if crop_size is None:
+        return []
+    return [v2.Resize(resize_size, antialias=True), v2.CenterCrop(crop_size)]
