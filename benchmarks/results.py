@@ -94,7 +94,7 @@ TABLES: dict[str, Table] = {
         {"fashion-mnist": ["configs/experiments/fashion-mnist.yaml"]},
         ["test/acc", "test/f1"],
         fashion=True,
-        minutes=143,  # five 28.5-minute runs (one measured on a 2-core AMD EPYC)
+        minutes=60,  # five 12-minute runs (one measured: docs/results/fashion/)
     ),
     "fashion-best": Table(
         "FashionMNIST, the longer recipe",
