@@ -125,19 +125,13 @@ def export_model(
     wrapped = ProbabilityModel(model.to("cpu", torch.float32)).eval()
     with torch.no_grad():
         expected = wrapped(images)
-    folder.mkdir(parents=True, exist_ok=True)
-    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-    # Two images: a batch of one would be taken as a fixed size.
-    example = (images[:2] if len(images) > 1 else images.expand(2, -1, -1, -1)).contiguous()
-    program = torch.export.export(wrapped, (example,), dynamic_shapes=({0: batch},))
-    torch.export.save(program, folder / "model.pt2")
+    save_programs(wrapped, images, folder, onnx, opset)
     with torch.no_grad():
         exported = torch.export.load(folder / "model.pt2").module()(images)
     parity = {"pt2": _largest_difference(expected, exported, "model.pt2", folder)}
     if onnx:
-        path = folder / "model.onnx"
-        _export_onnx(wrapped, example, batch, path, opset)
-        parity["onnx"] = _largest_difference(expected, run_onnx(path, images), "model.onnx", folder)
+        onnx_probabilities = run_onnx(folder / "model.onnx", images)
+        parity["onnx"] = _largest_difference(expected, onnx_probabilities, "model.onnx", folder)
     sidecar = {
         "format": 1,
         "class_names": list(model.class_names),
@@ -160,6 +154,21 @@ def export_model(
         f"model.json); largest |p_checkpoint - p_exported| on {len(images)} test images: {shown}"
     )
     return sidecar
+
+
+def save_programs(
+    wrapped: nn.Module, images: Tensor, folder: Path, onnx: bool = True, opset: int = 18
+) -> None:
+    """Writes ``wrapped`` as folder/model.pt2 (and model.onnx), traced on ``images``'s shape
+    with a free batch dimension."""
+    folder.mkdir(parents=True, exist_ok=True)
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    # Two images: a batch of one would be taken as a fixed size.
+    example = (images[:2] if len(images) > 1 else images.expand(2, -1, -1, -1)).contiguous()
+    program = torch.export.export(wrapped, (example,), dynamic_shapes=({0: batch},))
+    torch.export.save(program, folder / "model.pt2")
+    if onnx:
+        _export_onnx(wrapped, example, batch, folder / "model.onnx", opset)
 
 
 def _export_onnx(wrapped: nn.Module, example: Tensor, batch: Any, path: Path, opset: int) -> None:

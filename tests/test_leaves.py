@@ -120,8 +120,8 @@ LEAVES: dict[str, dict] = {
         ],
     },
     "export": {
-        "modules": ["project.export", "project.infer"],
-        "paths": ["tests/test_export.py"],
+        "modules": ["project.export", "project.infer", "project.serve"],
+        "paths": ["tests/test_export.py", "tests/test_serve.py", "benchmarks/inference.py"],
     },
     "torchvision datasets": {
         "modules": ["project.data.torchvision_sources"],
