@@ -31,6 +31,7 @@ from typing import Any
 
 import lightning.pytorch as L
 import torch
+from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
@@ -89,7 +90,9 @@ class ExportTrainer(L.Trainer):
             raise ExportError("export: the config names no data to check the export on")
         checkpoint = Path(ckpt_path)
         folder = Path(output) if output else checkpoint.parent.parent / "export"
-        return export_model(model, datamodule, checkpoint, folder, onnx, opset, samples)
+        sidecar = export_model(model, datamodule, checkpoint, folder, onnx, opset, samples)
+        self.state.status = TrainerStatus.FINISHED  # as after fit or test
+        return sidecar
 
 
 def load_weights(model: nn.Module, checkpoint: Path) -> None:
