@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 from jsonargparse import Namespace
+from lightning.fabric.plugins.environments import TorchElasticEnvironment
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
@@ -104,6 +106,7 @@ class ProjectCLI(LightningCLI):
             logger.init_args.name = stems[-1] if stems else "lightning_logs"
         if problem := device_error(config.get("trainer", {})):
             self.parser.error(problem)  # before any data is read
+        take_torchrun_layout(config.get("trainer", {}))
 
     def instantiate_classes(self) -> None:
         try:
@@ -177,6 +180,21 @@ class ProjectCLI(LightningCLI):
         if self.trainer.is_global_zero:
             # The run's result: stdout, whatever logging is set to.
             print(summary(results[0] if results else {}, best, log_dir), flush=True)
+
+
+def take_torchrun_layout(trainer: Any) -> None:
+    """Under torchrun, ``trainer.devices: auto`` means its processes per node and
+    ``trainer.num_nodes`` follows from its node count, so one preset fits every launch.
+
+    Lightning's TorchElasticEnvironment requires both to match the launch
+    (``configs/presets/torchrun.yaml``).
+    """
+    local, world = os.environ.get("LOCAL_WORLD_SIZE"), os.environ.get("WORLD_SIZE")
+    if not (TorchElasticEnvironment.detect() and local and world):
+        return
+    if str(trainer.get("devices", "auto")) == "auto":
+        trainer["devices"] = int(local)
+        trainer["num_nodes"] = int(world) // int(local)
 
 
 def summary(metrics: dict[str, float], best: str, log_dir: str | None) -> str:

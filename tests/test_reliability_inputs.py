@@ -290,7 +290,7 @@ def restored_trainer(epoch: int, processed: int, last: bool = False) -> SimpleNa
     """What a trainer restored from a checkpoint shows the sampler, before training."""
     progress = SimpleNamespace(is_last_batch=last, current=SimpleNamespace(processed=processed))
     loop = SimpleNamespace(restarting=True, epoch_loop=SimpleNamespace(batch_progress=progress))
-    return SimpleNamespace(fit_loop=loop, current_epoch=epoch, world_size=1)
+    return SimpleNamespace(fit_loop=loop, current_epoch=epoch, world_size=1, global_rank=0)
 
 
 def draws(sampler: ResumableSampler, batch_size: int) -> list[tuple[list[int], float]]:

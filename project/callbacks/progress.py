@@ -38,6 +38,7 @@ class PlainProgress(ProgressBar):
         self.every_n_batches = every_n_batches
         self._enabled = True
         self._epoch_started = 0.0
+        self._finished: tuple[str, float] | None = None  # the epoch ended, not printed yet
 
     def disable(self) -> None:
         self._enabled = False
@@ -50,6 +51,7 @@ class PlainProgress(ProgressBar):
         return self._enabled
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._print_finished(trainer, pl_module)
         self._epoch_started = time.monotonic()
 
     def on_train_batch_end(
@@ -68,11 +70,19 @@ class PlainProgress(ProgressBar):
             self._print(f"{self._epoch(trainer)}  batch {done}/{self.total_train_batches}", metrics)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self._enabled:
+        # Printed once Lightning has computed the epoch's values in every process (at
+        # the next epoch's start, or when training ends): read here, on rank 0 alone,
+        # a value still to be reduced across processes would wait for the others.
+        self._finished = (self._epoch(trainer), time.monotonic() - self._epoch_started)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._print_finished(trainer, pl_module)
+
+    def _print_finished(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._finished is None or not self._enabled:
             return
-        seconds = time.monotonic() - self._epoch_started
-        metrics = self._metrics(trainer, pl_module, keep_step=False)
-        self._print(f"{self._epoch(trainer)}  {seconds:.1f} s", metrics)
+        (epoch, seconds), self._finished = self._finished, None
+        self._print(f"{epoch}  {seconds:.1f} s", self._metrics(trainer, pl_module, keep_step=False))
 
     def _epoch(self, trainer: L.Trainer) -> str:
         total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else "?"

@@ -10,14 +10,14 @@ import lightning.pytorch as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from project.data.check import FileCheck
 from project.data.files import ImageDataset, ImageFiles, common_size, try_train_transform
 from project.data.reports import report_skipped, split_table
 from project.data.samples import Samples, checked_samples, default_num_workers, folder_to_predict
-from project.data.sampling import ResumableSampler, TrainSampler
+from project.data.sampling import TrainSampler, loader_sampler
 from project.data.settings import check_settings
 from project.data.splits import SPLITS, TrainSubset, complete_split
 from project.data.statistics import split_statistics
@@ -312,16 +312,12 @@ class ImageDataModule(L.LightningDataModule):
         return self._statistics
 
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
-        dataset, workers, sampler = self.datasets[split], self.num_workers, None
+        dataset, workers = self.datasets[split], self.num_workers
         world = self.trainer.world_size if self.trainer is not None else 1
-        if shuffle:
-            # Seeded per epoch and batch: a resumed run draws what an uninterrupted one draws.
-            draws = self.sampler(dataset.targets) if self.sampler else RandomSampler(dataset)
-            sampler = ResumableSampler(draws, self.batch_size, self.trainer)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            sampler=sampler,
+            sampler=loader_sampler(dataset, shuffle, self.sampler, self.batch_size, self.trainer),
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=self._pin_memory(),

@@ -6,11 +6,13 @@ import os
 import random
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import lightning.pytorch as L
 import numpy as np
 import torch
-from torch.utils.data import Sampler
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DistributedSampler, RandomSampler, Sampler
 
 # ResumableSampler continues a mid-epoch checkpoint at its next batch; Lightning
 # cannot see that and warns that the resumed results may be unreliable.
@@ -43,7 +45,7 @@ class TrainSampler:
         raise NotImplementedError
 
 
-class ResumableSampler(Sampler[int]):
+class ResumableSampler(DistributedSampler):
     """Shuffles by ``(seed, epoch)``; reseeds the generators per batch by ``(seed, epoch, batch)``.
 
     A run resumed from a checkpoint restores the weights, the optimizer and the
@@ -58,10 +60,16 @@ class ResumableSampler(Sampler[int]):
     The result: with ``num_workers: 0`` (augmentation in the training process), a
     run resumed from an end-of-epoch or mid-epoch checkpoint ends with the same
     weights as an uninterrupted run. Loader worker processes keep their own
-    generators, so with workers the resumed run's augmentations differ. In a
-    distributed run only the per-epoch order is kept (Lightning splits it over
-    the ranks); resumed mid-epoch, it draws that epoch's first batches again, as
-    plain Lightning does.
+    generators, so with workers the resumed run's augmentations differ.
+
+    In a distributed run every process draws the same order and takes every
+    ``world_size``-th sample of it from its rank on, so each training image is
+    seen once per epoch across the processes (no padding, unless a process would
+    otherwise run one batch fewer than the others: then its share repeats its first
+    image, since every process must run as many steps). Processes reseed by their
+    rank too, and a run resumed mid-epoch skips, in each process, the batches it
+    had trained on. It is a ``DistributedSampler`` so that Lightning uses it as it
+    is instead of splitting it again.
 
     Lightning calls :meth:`set_epoch` at the start of every epoch.
 
@@ -69,7 +77,8 @@ class ResumableSampler(Sampler[int]):
         sampler: The random sampler whose draws are made reproducible: one with a
             ``generator`` attribute, as ``RandomSampler`` and ``WeightedRandomSampler`` have.
         batch_size: Samples per batch, so batch boundaries are known.
-        trainer: The trainer, to find where a restored run stands.
+        trainer: The trainer, to find where a restored run stands and the process's
+            rank and count.
         seed: Base seed; ``None`` takes the one ``seed_everything`` set (the
             config's ``seed_everything``), or this process's initial torch seed.
     """
@@ -81,45 +90,58 @@ class ResumableSampler(Sampler[int]):
         trainer: L.Trainer | None = None,
         seed: int | None = None,
     ) -> None:
+        # Not DistributedSampler.__init__: it wants a dataset and a process group.
         self.sampler = sampler
         self.batch_size = batch_size
         self.trainer = trainer
         self.seed = seed
         self.epoch = 0
         self._started = False
+        self.num_replicas = trainer.world_size if trainer is not None else 1
+        self.rank = trainer.global_rank if trainer is not None else 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.sampler)
+        total = len(self.sampler)
+        if self.num_replicas == 1:
+            return total
+        mine = len(range(self.rank, total, self.num_replicas))
+        return max(mine, (self._batches_per_process(total) - 1) * self.batch_size + 1)
+
+    def _batches_per_process(self, total: int) -> int:
+        most = -(-total // self.num_replicas)
+        return -(-most // self.batch_size)
+
+    def _share(self, order: list[int]) -> list[int]:
+        """This process's part of the epoch's ``order``; the whole order in a single process."""
+        if self.num_replicas == 1:
+            return order
+        mine = order[self.rank :: self.num_replicas]
+        while -(-len(mine) // self.batch_size) < self._batches_per_process(len(order)):
+            mine.append(mine[0])
+        return mine
 
     def __iter__(self) -> Iterator[int]:
         seed = self._base_seed()
         epoch, skip = self._start()
         self.sampler.generator = torch.Generator().manual_seed(derived_seed(seed, epoch))
-        order = list(self.sampler)
+        order = self._share(list(self.sampler))
         count = -(-len(order) // self.batch_size)
-        reseed = self._single_process()
+        # A single process keeps the seeds it had before distributed runs drew by rank.
+        rank = () if self.num_replicas == 1 else (self.rank,)
         for batch in range(skip, count):
-            if reseed:
-                reseed_everything(derived_seed(seed, epoch, batch))
+            reseed_everything(derived_seed(seed, epoch, batch, *rank))
             yield from order[batch * self.batch_size : (batch + 1) * self.batch_size]
         # Reached when the loader asks past the last sample: what the last batch
         # draws after this (its dropout) is then the same in every run.
-        if reseed:
-            reseed_everything(derived_seed(seed, epoch, count))
+        reseed_everything(derived_seed(seed, epoch, count, *rank))
 
     def _base_seed(self) -> int:
         if self.seed is not None:
             return self.seed
         return int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))
-
-    def _single_process(self) -> bool:
-        # Across the ranks of a distributed run Lightning splits this order into
-        # per-rank batches, so batch boundaries here are not theirs; ranks also
-        # share one seed, and reseeding them alike would repeat augmentations.
-        return self.trainer is None or self.trainer.world_size == 1
 
     def _start(self) -> tuple[int, int]:
         """``(epoch, batches to skip)`` for this pass: where a restored run left off, once."""
@@ -132,5 +154,26 @@ class ResumableSampler(Sampler[int]):
         progress = trainer.fit_loop.epoch_loop.batch_progress
         if progress.is_last_batch:
             return trainer.current_epoch + 1, 0
-        skip = progress.current.processed if self._single_process() else 0
-        return trainer.current_epoch, skip
+        return trainer.current_epoch, progress.current.processed
+
+
+def loader_sampler(
+    dataset: Any,
+    train: bool,
+    sampler: TrainSampler | None,
+    batch_size: int,
+    trainer: L.Trainer | None,
+) -> Sampler[int] | None:
+    """The sampler of a split's loader; ``None``: the split in order, in one process.
+
+    Training draws through :class:`ResumableSampler` (from ``sampler``, or a plain
+    shuffle). In a distributed run each process evaluates its own share of the
+    validation, test or predict split, none padded, so every image counts once
+    (the processes may run one batch more or fewer than each other).
+    """
+    if train:
+        draws = sampler(dataset.targets) if sampler is not None else RandomSampler(dataset)
+        return ResumableSampler(draws, batch_size, trainer)
+    if trainer is not None and trainer.world_size > 1:
+        return UnrepeatedDistributedSampler(dataset, trainer.world_size, trainer.global_rank, False)
+    return None

@@ -11,12 +11,12 @@ import lightning.pytorch as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassRecall
 
 from project.models.compat import check_fits
 from project.models.inputs import InputNormalization
-from project.models.metrics import classification_metrics
+from project.models.metrics import EpochMeans, classification_metrics
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -117,8 +117,10 @@ class ImageClassifier(L.LightningModule):
         # skip the checks (one GPU wait per update); see also _update_train_metrics.
         self.train_metrics = classification_metrics(num_classes, "train/", validate_args=False)
         self._train_outputs: list[tuple[Tensor, Tensor]] = []
+        self.epoch_means = EpochMeans()  # train/loss_epoch over every process's samples
         self.val_metrics = classification_metrics(num_classes, "val/")
         self.test_metrics = classification_metrics(num_classes, "test/")
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         # Per-class recall shows the classes a good average hides.
         self.test_class_recall = MulticlassRecall(num_classes, average=None)
 
@@ -160,12 +162,12 @@ class ImageClassifier(L.LightningModule):
         self._train_outputs.append((logits.detach(), targets))
         if len(self._train_outputs) >= TRAIN_METRIC_CHUNK:
             self._update_train_metrics()
-        self.log(
-            "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(targets)
-        )
+        self.log("train/loss_step", loss, prog_bar=True, batch_size=len(targets))
         # A loss made of named terms (WeightedSum, DistillationLoss) shows each one.
-        for name, value in getattr(self.loss, "last_terms", {}).items():
-            self.log(f"train/loss/{name}", value, on_step=True, on_epoch=True)
+        terms = {f"loss/{k}": v for k, v in getattr(self.loss, "last_terms", {}).items()}
+        for name, value in terms.items():
+            self.log(f"train/{name}_step", value)
+        self.epoch_means.add({"loss": loss, **terms}, len(targets))
         return loss
 
     def _update_train_metrics(self) -> None:
@@ -186,10 +188,16 @@ class ImageClassifier(L.LightningModule):
         # Lightning's result collection, a cost that shows on small models.
         self._update_train_metrics()
         self.log_dict(self.train_metrics.compute())
+        # Reduced across processes in this hook, which every process runs (see EpochMeans).
+        for name, mean in self.epoch_means.compute(
+            self.trainer.strategy.reduce, self.device
+        ).items():
+            self.log(f"train/{name}_epoch", mean, prog_bar=name == "loss")
 
     def on_train_start(self) -> None:
         # The sanity check ran validation batches into these metrics.
         self.val_metrics.reset()
+        self.val_loss.reset()
         self._check_schedule_length()
 
     def _check_schedule_length(self) -> None:
@@ -210,16 +218,17 @@ class ImageClassifier(L.LightningModule):
         # exception, a stop mid-epoch) and left outputs or counts behind.
         self._train_outputs.clear()
         self.train_metrics.reset()
+        self.epoch_means.reset()
         # Loss weights that follow a schedule over epochs (WeightedSum).
         set_epoch = getattr(self.loss, "set_epoch", None)
         if set_epoch is not None:
             set_epoch(self.current_epoch)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val", self.val_metrics)
+        self._evaluate(batch, self.val_metrics, self.val_loss)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        logits = self._evaluate(batch, "test", self.test_metrics)
+        logits = self._evaluate(batch, self.test_metrics, self.test_loss)
         self.test_class_recall.update(logits, batch[1])
 
     def on_validation_epoch_end(self) -> None:
@@ -227,9 +236,11 @@ class ImageClassifier(L.LightningModule):
         # across processes by torchmetrics) and resets them. Logged from every step
         # instead, each of the five costs a log call per batch.
         self.log_dict(self.val_metrics, prog_bar=True)
+        self.log("val/loss", self.val_loss, prog_bar=True)
 
     def on_test_epoch_end(self) -> None:
         self.log_dict(self.test_metrics)
+        self.log("test/loss", self.test_loss)
         recall = self.test_class_recall.compute()
         self.test_class_recall.reset()
         self.log("test/recall_min", recall.min(), sync_dist=False)
@@ -237,18 +248,13 @@ class ImageClassifier(L.LightningModule):
             self.log(f"test/recall/{name}", value, sync_dist=False)
 
     def _evaluate(
-        self, batch: tuple[Tensor, Tensor], stage: str, metrics: MetricCollection
+        self, batch: tuple[Tensor, Tensor], metrics: MetricCollection, loss_mean: MeanMetric
     ) -> Tensor:
         logits, loss, targets = self.model_step(batch)
         metrics.update(logits, targets)
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_epoch=True,
-            prog_bar=True,
-            sync_dist=True,
-            batch_size=len(targets),
-        )
+        # A metric, not self.log(sync_dist=True): processes that evaluate different
+        # numbers of images (an odd split) still give the mean over every image.
+        loss_mean.update(loss.detach(), len(targets))
         return logits
 
     def predict_step(self, batch: tuple[Tensor, list[str]], batch_idx: int) -> dict[str, Any]:
