@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from jsonargparse import Namespace
-from lightning.fabric.plugins.environments import TorchElasticEnvironment
+from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
@@ -106,7 +106,7 @@ class ProjectCLI(LightningCLI):
             logger.init_args.name = stems[-1] if stems else "lightning_logs"
         if problem := device_error(config.get("trainer", {})):
             self.parser.error(problem)  # before any data is read
-        take_torchrun_layout(config.get("trainer", {}))
+        take_launcher_layout(config.get("trainer", {}))
 
     def instantiate_classes(self) -> None:
         try:
@@ -182,19 +182,22 @@ class ProjectCLI(LightningCLI):
             print(summary(results[0] if results else {}, best, log_dir), flush=True)
 
 
-def take_torchrun_layout(trainer: Any) -> None:
-    """Under torchrun, ``trainer.devices: auto`` means its processes per node and
-    ``trainer.num_nodes`` follows from its node count, so one preset fits every launch.
+def take_launcher_layout(trainer: Any) -> None:
+    """Under torchrun or SLURM, ``trainer.devices: auto`` means the launcher's processes per
+    node and ``trainer.num_nodes`` its node count, so one preset fits every launch.
 
-    Lightning's TorchElasticEnvironment requires both to match the launch
-    (``configs/presets/torchrun.yaml``).
+    Lightning's TorchElasticEnvironment and SLURMEnvironment require both to match
+    the launch (``configs/presets/torchrun.yaml``, ``slurm.yaml``).
     """
-    local, world = os.environ.get("LOCAL_WORLD_SIZE"), os.environ.get("WORLD_SIZE")
-    if not (TorchElasticEnvironment.detect() and local and world):
+    if str(trainer.get("devices", "auto")) != "auto":
         return
-    if str(trainer.get("devices", "auto")) == "auto":
-        trainer["devices"] = int(local)
-        trainer["num_nodes"] = int(world) // int(local)
+    env = os.environ
+    if TorchElasticEnvironment.detect() and env.get("LOCAL_WORLD_SIZE") and env.get("WORLD_SIZE"):
+        trainer["devices"] = int(env["LOCAL_WORLD_SIZE"])
+        trainer["num_nodes"] = int(env["WORLD_SIZE"]) // int(env["LOCAL_WORLD_SIZE"])
+    elif SLURMEnvironment.detect() and env.get("SLURM_NTASKS_PER_NODE", "").isdigit():
+        trainer["devices"] = int(env["SLURM_NTASKS_PER_NODE"])
+        trainer["num_nodes"] = int(env.get("SLURM_NNODES", "1"))
 
 
 def summary(metrics: dict[str, float], best: str, log_dir: str | None) -> str:

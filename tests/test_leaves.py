@@ -119,6 +119,10 @@ LEAVES: dict[str, dict] = {
             "tests/test_results.py",
         ],
     },
+    "SLURM": {
+        "modules": ["project.callbacks.requeue"],
+        "paths": ["configs/presets/slurm.yaml", "scripts/slurm.sbatch", "tests/test_slurm.py"],
+    },
     "export": {
         "modules": ["project.export", "project.infer", "project.serve"],
         "paths": ["tests/test_export.py", "tests/test_serve.py", "benchmarks/inference.py"],

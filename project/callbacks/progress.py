@@ -50,6 +50,9 @@ class PlainProgress(ProgressBar):
     def is_enabled(self) -> bool:
         return self._enabled
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_started = time.monotonic()  # a run resumed mid-epoch starts no epoch
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._print_finished(trainer, pl_module)
         self._epoch_started = time.monotonic()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -20,6 +21,10 @@ from project.models.metrics import EpochMeans, classification_metrics
 
 if TYPE_CHECKING:
     from typing_extensions import Self
+
+# Lightning asks for sync_dist=True on every tensor logged per epoch in a distributed
+# run; the train/ and test/ ones here are reduced already (torchmetrics, EpochMeans).
+warnings.filterwarnings("ignore", message=r"It is recommended to use `self\.log\('(train|test)/")
 
 # Schedulers whose step() is meant to run after every batch, not every epoch.
 PER_BATCH_SCHEDULERS = (torch.optim.lr_scheduler.OneCycleLR, torch.optim.lr_scheduler.CyclicLR)
