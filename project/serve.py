@@ -220,11 +220,12 @@ def running(model: Path, port: int, *options: str, start_within: float = 120) ->
             yield url
         finally:
             server.send_signal(signal.SIGINT)  # LitServe stops its processes on SIGINT, not SIGTERM
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                server.wait(timeout=5)
+            # Its HTTP and model processes too, which a slow shutdown can leave behind.
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(server.pid, signal.SIGKILL)
-                server.wait()
+            server.wait()
 
 
 def _healthy(url: str) -> bool:

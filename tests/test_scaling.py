@@ -140,18 +140,17 @@ def check_one_run_with_every_image_counted_once(workdir: Path, output: str) -> P
 
 
 @pytest.mark.slow  # runs processes
-def test_torchrun_on_one_machine_writes_one_run_that_resumes_anywhere(workdir: Path):
+def test_torchrun_on_one_machine_writes_one_run_that_resumes_in_one_process(workdir: Path):
     output = finished(launch([*TORCHRUN, "--standalone", "--nproc-per-node=2", *FIT], workdir))
     assert output.count("epoch 2/2") == 1, "rank 0 alone reports"
     last = check_one_run_with_every_image_counted_once(workdir, output)
 
-    # The checkpoint continues in one process, and again on two.
+    # The checkpoint continues in one process. (On two processes: tests/test_slurm.py
+    # resumes a two-process run mid-epoch, to the weights of an uninterrupted one.)
     more = ["--trainer.max_epochs=3", f"--ckpt_path={last}"]
     alone = "--trainer.logger.init_args.save_dir=logs-one-process"
     resumed = run_cli("fit", *DEFAULT, *SHORT[1:], *more, alone, "--test_after_fit=false")
     assert resumed.trainer.current_epoch == 3
-    again = [*TORCHRUN, "--standalone", "--nproc-per-node=2", *FIT, *more]
-    assert "epoch 3/3" in finished(launch(again, workdir))
 
 
 @pytest.mark.slow  # runs processes

@@ -44,7 +44,8 @@ def slurm_task(rank: int, run: Path, bin_dir: Path, port: int, epochs: int) -> s
         "--config",
         "configs/presets/deterministic.yaml",
     ]
-    command += [*SHORT[1:], f"--trainer.max_epochs={epochs}", f"--trainer.default_root_dir={run}"]
+    command += [*SHORT[1:], f"--trainer.max_epochs={epochs}", "--test_after_fit=false"]
+    command += [f"--trainer.default_root_dir={run}"]
     log = (run / f"task{rank}.log").open("a")
     return subprocess.Popen(command, cwd=run.parent, env=env, stdout=log, stderr=log)
 
