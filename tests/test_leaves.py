@@ -121,11 +121,19 @@ LEAVES: dict[str, dict] = {
     },
     "SLURM": {
         "modules": ["project.callbacks.requeue"],
-        "paths": ["configs/presets/slurm.yaml", "scripts/slurm.sbatch", "tests/test_slurm.py"],
+        "paths": [
+            "configs/presets/slurm.yaml",
+            "scripts/slurm.sbatch",
+            "tests/test_distributed_slurm.py",
+        ],
     },
     "export": {
         "modules": ["project.export", "project.infer", "project.serve"],
-        "paths": ["tests/test_export.py", "tests/test_serve.py", "benchmarks/inference.py"],
+        "paths": [
+            "tests/test_export.py",
+            "tests/test_export_serving.py",
+            "benchmarks/inference.py",
+        ],
     },
     "torchvision datasets": {
         "modules": ["project.data.torchvision_sources"],

@@ -145,7 +145,7 @@ def test_torchrun_on_one_machine_writes_one_run_that_resumes_in_one_process(work
     assert output.count("epoch 2/2") == 1, "rank 0 alone reports"
     last = check_one_run_with_every_image_counted_once(workdir, output)
 
-    # The checkpoint continues in one process. (On two processes: tests/test_slurm.py
+    # The checkpoint continues in one process. (On two processes: tests/test_distributed_slurm.py
     # resumes a two-process run mid-epoch, to the weights of an uninterrupted one.)
     more = ["--trainer.max_epochs=3", f"--ckpt_path={last}"]
     alone = "--trainer.logger.init_args.save_dir=logs-one-process"
