@@ -74,7 +74,8 @@ class ProjectCLI(LightningCLI):
         """
         every = LightningCLI.subcommands()
         first = self._command_line[0] if self._command_line else None
-        if first not in every and exporter() is not None:  # export, or --help's list of all
+        # export, or the list of all subcommands (--help); not a run=False parse.
+        if first in ("export", "-h", "--help", None) and exporter() is not None:
             every["export"] = {"model", "datamodule"}
         return {first: every[first]} if first in every else every
 
