@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import torch
 from jsonargparse import Namespace
 from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 from lightning.pytorch import Trainer
@@ -249,7 +250,7 @@ def main(args: ArgsType = None, run: bool = True, prog: str = "python -m project
                 # Lightning warns when Python passes ``args`` while sys.argv holds
                 # a script's own options (a notebook kernel's, a tool's): intended here.
                 warnings.filterwarnings("ignore", "LightningCLI's args parameter")
-            return ProjectCLI(
+            cli = ProjectCLI(
                 ImageClassifier,
                 ImageDataModule,
                 subclass_mode_model=True,
@@ -263,6 +264,11 @@ def main(args: ArgsType = None, run: bool = True, prog: str = "python -m project
                 args=args,
                 run=run,
             )
+        if run and torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Ended here, not by the interpreter's exit: gloo's threads torn down at exit
+            # after another node has gone abort the process ("terminate called ...").
+            torch.distributed.destroy_process_group()
+        return cli
     except SIGTERMException:
         # Lightning ends a run on SIGTERM with this exception and status 0 (outside
         # fit, where SaveOnInterrupt handles it); a scheduler must see it failed.
