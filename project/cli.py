@@ -13,7 +13,6 @@ import torch
 from jsonargparse import Namespace
 from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -24,7 +23,6 @@ from project.callbacks.checkpointing import (
     claim_log_versions,
 )
 from project.callbacks.linking import LinkDataToModel
-from project.callbacks.progress import progress_bar_for
 from project.data import ImageDataModule
 from project.errors import (
     ProjectArgumentParser,
@@ -123,15 +121,12 @@ class ProjectCLI(LightningCLI):
             self.datamodule.use_input_size(sizes.get("crop_size"), sizes.get("resize_size"))
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """Puts :class:`LinkDataToModel` first, and a progress display that suits the output."""
+        """Puts :class:`LinkDataToModel` first: a config's plain ``callbacks:`` list keeps it."""
         config = self._get(self.config_init, "trainer", default={})
         callbacks = kwargs.get("callbacks", config.get("callbacks")) or []
         callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
         if not any(isinstance(c, LinkDataToModel) for c in callbacks):
             callbacks.insert(0, LinkDataToModel())  # before callbacks that copy the model (EMA)
-        wanted = {**config, **kwargs}.get("enable_progress_bar") is not False
-        if wanted and not any(isinstance(c, ProgressBar) for c in callbacks):
-            callbacks.append(progress_bar_for())
         return super().instantiate_trainer(**{**kwargs, "callbacks": callbacks})
 
     def _parse_ckpt_path(self) -> None:

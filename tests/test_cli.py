@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import FAST, run_cli, tensorboard_tags
+from conftest import FAST, run_cli
 
 DEFAULT = ["--config", "configs/default.yaml"]
 
@@ -112,8 +112,6 @@ def test_short_run_on_digits_learns(workdir: Path):
     # Chance is 0.10; six epochs of the default network reach about 0.97.
     assert metrics["test/acc"] >= 0.93, metrics["test/acc"]
     assert metrics["test/f1"] >= 0.93, metrics["test/f1"]
-    # What the model sees, next to the curves.
-    assert "train/augmented_images" in tensorboard_tags(Path(cli.trainer.log_dir))[1]
 
 
 @pytest.mark.slow

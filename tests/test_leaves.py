@@ -127,6 +127,14 @@ LEAVES: dict[str, dict] = {
             "tests/test_distributed_slurm.py",
         ],
     },
+    "pictures": {
+        "modules": ["project.callbacks.images"],
+        "paths": ["configs/presets/pictures.yaml", "tests/test_image_grid.py"],
+    },
+    "log lines": {
+        "modules": ["project.callbacks.progress"],
+        "paths": ["configs/presets/log-lines.yaml", "tests/test_log_lines.py"],
+    },
     "export": {
         "modules": ["project.export", "project.infer", "project.serve"],
         "paths": [

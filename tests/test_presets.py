@@ -6,7 +6,6 @@ these tests check the behaviour a user relies on.
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
@@ -15,11 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import DEFAULT, DISTRIBUTED_ENV, FAST, preset, run_cli
-from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-from project.callbacks import PlainProgress
-from project.callbacks.progress import progress_bar_for
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
@@ -154,50 +149,3 @@ def test_profiler_presets_write_their_report(name: str, expected: str, workdir: 
     if name == "profiler-pytorch":
         traces = list(run.glob("*.pt.trace.json"))
         assert traces and traces[0].stat().st_size > 1000, sorted(p.name for p in run.iterdir())
-
-
-# -- progress output ---------------------------------------------------------------------
-
-
-class Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
-
-
-def test_progress_is_a_rich_bar_in_a_terminal_and_plain_lines_elsewhere(
-    monkeypatch: pytest.MonkeyPatch,
-):
-    for variable in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
-        monkeypatch.delenv(variable, raising=False)
-    assert isinstance(progress_bar_for(Terminal()), RichProgressBar)
-    assert isinstance(progress_bar_for(io.StringIO()), PlainProgress)
-
-
-@pytest.mark.slow
-def test_runs_print_one_line_per_epoch_when_output_is_not_a_terminal(
-    workdir: Path, capsys: pytest.CaptureFixture
-):
-    cli = run_cli(
-        "fit",
-        *DEFAULT,
-        *FAST,
-        "--trainer.enable_progress_bar=true",
-        "--trainer.max_epochs=2",
-        "--test_after_fit=false",
-    )
-    assert isinstance(cli.trainer.progress_bar_callback, PlainProgress)
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
-    assert [line.split()[1] for line in lines] == ["1/2", "2/2"]
-    assert "train/loss " in lines[-1] and "val/acc " in lines[-1]
-
-
-@pytest.mark.slow
-def test_a_progress_bar_named_in_the_config_is_kept(workdir: Path):
-    cli = run_cli(
-        "fit",
-        *DEFAULT,
-        "--trainer.accelerator=cpu",
-        "--trainer.fast_dev_run=true",
-        "--trainer.callbacks+=lightning.pytorch.callbacks.TQDMProgressBar",
-    )
-    assert isinstance(cli.trainer.progress_bar_callback, TQDMProgressBar)

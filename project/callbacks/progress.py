@@ -1,13 +1,12 @@
-"""Progress output: a Rich bar in a terminal, plain lines in logs (CI, nohup, files)."""
+"""Progress output for logs (CI, nohup, files): one plain line per epoch instead of a bar."""
 
 from __future__ import annotations
 
-import sys
 import time
-from typing import Any, TextIO
+from typing import Any
 
 import lightning.pytorch as L
-from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
+from lightning.pytorch.callbacks import ProgressBar
 
 
 class PlainProgress(ProgressBar):
@@ -19,12 +18,12 @@ class PlainProgress(ProgressBar):
 
         epoch 3/30  12.4 s  train/loss 0.1432  val/loss 0.0981  val/acc 0.9722 ...
 
-    It is chosen automatically when standard output is not a terminal; to ask
-    for it anywhere::
+    ``configs/presets/log-lines.yaml`` adds it to a run (Lightning's own bar is
+    the default)::
 
         trainer:
           callbacks+:
-            - class_path: project.callbacks.PlainProgress
+            - class_path: project.callbacks.progress.PlainProgress
 
     Args:
         every_n_batches: Also print a line every this many training batches
@@ -110,17 +109,3 @@ class PlainProgress(ProgressBar):
             parts.append(f"{name} {value:.4f}" if isinstance(value, float) else f"{name} {value}")
         # flush: under nohup stdout is block-buffered and lines would arrive late.
         print("  ".join(parts), flush=True)
-
-
-def progress_bar_for(stream: TextIO | None = None) -> ProgressBar:
-    """The progress display that suits ``stream`` (standard output by default).
-
-    A Rich progress bar when it is a terminal or a Jupyter notebook,
-    :class:`PlainProgress` otherwise (a file, a pipe, CI, ``nohup``).
-    """
-    from rich.console import Console
-
-    console = Console(file=stream if stream is not None else sys.stdout)
-    if console.is_terminal or console.is_jupyter:
-        return RichProgressBar()
-    return PlainProgress()
