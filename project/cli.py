@@ -24,12 +24,7 @@ from project.callbacks.checkpointing import (
 )
 from project.callbacks.linking import LinkDataToModel
 from project.data import ImageDataModule
-from project.errors import (
-    ProjectArgumentParser,
-    config_files,
-    device_error,
-    yaml_syntax_error,
-)
+from project.errors import ProjectArgumentParser, device_error
 from project.models import ImageClassifier
 
 # Lightning 2.6 asks torch's deprecated LeafSpec on every batch: a FutureWarning that is
@@ -62,8 +57,10 @@ class ProjectCLI(LightningCLI):
         self._command_line = list(given) if isinstance(given, (list, tuple)) else None
         base = {"default_config_files": [str(BASE_CONFIG)]}  # a missing file is skipped
         parser_kwargs = {**({} if run else base), **(parser_kwargs or {})}
+        # The subcommand's parser reports a config file's YAML error: it needs the files.
+        shared = {**base, "command_line": parser_kwargs.get("command_line", ())}
         for name in self.subcommands() if run else ():
-            parser_kwargs[name] = {**base, **parser_kwargs.get(name, {})}
+            parser_kwargs[name] = {**shared, **parser_kwargs.get(name, {})}
         super().__init__(*positional, args=args, parser_kwargs=parser_kwargs, run=run, **kwargs)
 
     def subcommands(self) -> dict[str, set[str]]:
@@ -236,9 +233,6 @@ def main(args: ArgsType = None, run: bool = True, prog: str = "python -m project
     YAML, for notebooks and scripts that drive them themselves.
     """
     given = sys.argv[1:] if args is None else args
-    if isinstance(given, (list, tuple)) and (problem := yaml_syntax_error(config_files(given))):
-        sys.stderr.write(f"error: {problem}\n")
-        raise SystemExit(2)
     try:
         with warnings.catch_warnings():
             if args is not None:
@@ -255,7 +249,10 @@ def main(args: ArgsType = None, run: bool = True, prog: str = "python -m project
                 trainer_class=(exporter() or Trainer) if exporting(given, run) else Trainer,
                 auto_configure_optimizers=False,
                 parser_class=ProjectArgumentParser,
-                parser_kwargs={"prog": prog},
+                parser_kwargs={
+                    "prog": prog,
+                    "command_line": given if isinstance(given, (list, tuple)) else (),
+                },
                 args=args,
                 run=run,
             )

@@ -1,9 +1,10 @@
 """One-line errors for the command line: the key that is wrong, then what is wrong with it.
 
-The parser's errors are shortened to the key and the reason
-(:mod:`project.parser_messages`, imported only when there is an error;
-``JSONARGPARSE_DEBUG=1`` shows jsonargparse's whole message); input errors found at
-any later stage become one line at the door (:func:`at_the_door`).
+The parser's errors are shortened to the key and the reason, and a config file
+that is not YAML is named with its line (:mod:`project.parser_messages`, imported
+only when there is an error; ``JSONARGPARSE_DEBUG=1`` shows jsonargparse's whole
+message); input errors found at any later stage become one line at the door
+(:func:`at_the_door`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import re
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any, NoReturn
 
 from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -30,18 +30,26 @@ class ProjectArgumentParser(LightningArgumentParser):
     """LightningArgumentParser whose errors are one line naming the key; no abbreviated options.
 
     ``--trainer.max_epoch`` is an error rather than a silent ``--trainer.max_epochs``.
+
+    Args:
+        command_line: The arguments parsed, so that an error can name a config
+            file that is not valid YAML (jsonargparse names neither file nor line).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, command_line: Sequence[Any] = (), **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+        self.command_line = list(command_line)
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         # Nested parsers report to their parent by raising; leave that as it is.
         if not self.exit_on_error or os.environ.get("JSONARGPARSE_DEBUG"):
             super().error(message, ex)
-        from project.parser_messages import short_parser_error
+        from project.parser_messages import config_files, short_parser_error, yaml_syntax_error
 
+        if problem := yaml_syntax_error(config_files(self.command_line)):
+            sys.stderr.write(f"error: {problem}\n")
+            self.exit(2)
         parser = getattr(ex, "subcommand_parser", None) or self
         command = parser.prog.replace(" [options]", "")
         line = short_parser_error(message)
@@ -113,42 +121,4 @@ def device_error(trainer: Any) -> str | None:
         )
     if isinstance(devices, int) and devices > found:
         return f"trainer.devices: {devices} GPUs asked for, this machine has {found}"
-    return None
-
-
-def config_files(args: Sequence[Any]) -> list[str]:
-    """The files given with ``--config FILE`` or ``--config=FILE`` in command-line ``args``."""
-    files = []
-    for index, arg in enumerate(args):
-        if not isinstance(arg, str):
-            continue
-        if arg == "--config" and index + 1 < len(args):
-            files.append(str(args[index + 1]))
-        elif arg.startswith("--config="):
-            files.append(arg.removeprefix("--config="))
-    return files
-
-
-def yaml_syntax_error(files: Sequence[str]) -> str | None:
-    """The first of ``files`` that is not valid YAML, as ``FILE:LINE:COLUMN: problem``.
-
-    jsonargparse reports a syntax error without the file or the line; this names both.
-    Files that cannot be read are left to jsonargparse, which names them.
-    """
-    import yaml
-
-    for name in files:
-        try:
-            text = Path(name).read_text()
-        except (OSError, UnicodeDecodeError):
-            continue
-        try:
-            yaml.safe_load(text)
-        except yaml.MarkedYAMLError as error:
-            mark = error.problem_mark
-            where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
-            context = f" ({error.context})" if error.context else ""
-            return f"{where}: not valid YAML: {error.problem}{context}"
-        except yaml.YAMLError as error:
-            return f"{name}: not valid YAML: {' '.join(str(error).split())}"
     return None

@@ -2,13 +2,17 @@
 
 jsonargparse reports a bad value deep in a config as a nested search over every
 type it tried, and a constructor's error wrapped in that search. These functions
-keep the key and the reason. Only a run that fails imports this module
-(:class:`project.errors.ProjectArgumentParser` and the CLI call it on an error).
+keep the key and the reason, and name the file and line of a YAML syntax error.
+Only a run that fails imports this module (:class:`project.errors.ProjectArgumentParser`
+and the CLI call it on an error).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 # Lines of jsonargparse's nested messages that describe its search, not the problem.
 _SEARCH_NOTES = re.compile(
@@ -94,3 +98,41 @@ def instantiation_error(error: ValueError) -> str:
 
 # How jsonargparse's reports of a failed instantiation begin.
 _WRAPPERS = ("Does not validate against any of the Union subtypes", "Problem with given class_path")
+
+
+def config_files(args: Sequence[Any]) -> list[str]:
+    """The files given with ``--config FILE`` or ``--config=FILE`` in command-line ``args``."""
+    files = []
+    for index, arg in enumerate(args):
+        if not isinstance(arg, str):
+            continue
+        if arg == "--config" and index + 1 < len(args):
+            files.append(str(args[index + 1]))
+        elif arg.startswith("--config="):
+            files.append(arg.removeprefix("--config="))
+    return files
+
+
+def yaml_syntax_error(files: Sequence[str]) -> str | None:
+    """The first of ``files`` that is not valid YAML, as ``FILE:LINE:COLUMN: problem``.
+
+    jsonargparse reports a syntax error without the file or the line; this names both.
+    Files that cannot be read are left to jsonargparse, which names them.
+    """
+    import yaml
+
+    for name in files:
+        try:
+            text = Path(name).read_text()
+        except (OSError, UnicodeDecodeError):
+            continue
+        try:
+            yaml.safe_load(text)
+        except yaml.MarkedYAMLError as error:
+            mark = error.problem_mark
+            where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
+            context = f" ({error.context})" if error.context else ""
+            return f"{where}: not valid YAML: {error.problem}{context}"
+        except yaml.YAMLError as error:
+            return f"{name}: not valid YAML: {' '.join(str(error).split())}"
+    return None
