@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import sys
 import warnings
@@ -34,6 +35,11 @@ warnings.filterwarnings(
     message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
     category=FutureWarning,
     module=r"lightning\.pytorch\.utilities\._pytree",
+)
+
+# Lightning advertises its cloud services (litlogger, litmodels) at the start of every run.
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+    lambda record: not str(record.msg).startswith("💡 Tip:")
 )
 
 # What every run shares (trainer, logger, checkpoints, the safety callbacks),

@@ -115,9 +115,15 @@ def test_short_run_on_digits_learns(workdir: Path):
 
 
 @pytest.mark.slow
-def test_fit_prints_a_summary(workdir: Path, capsys: pytest.CaptureFixture):
-    cli = run_cli("fit", *DEFAULT, *FAST)
+def test_fit_prints_a_summary_and_no_advertising(
+    workdir: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+):
+    with caplog.at_level("INFO", logger="lightning.pytorch"):
+        cli = run_cli("fit", *DEFAULT, *FAST)
     text = capsys.readouterr().out
+    told = [record.getMessage() for record in caplog.records]
+    assert any("Normalization from the training split" in line for line in told)
+    assert not [line for line in told if "litlogger" in line or "litmodels" in line]
     best = cli.trainer.checkpoint_callback.best_model_path
     assert "test accuracy" in text and "test macro F1" in text
     assert best and best in text
