@@ -1,8 +1,9 @@
 """The ``search`` mode of ``python -m project.runner``: Optuna over a YAML search space.
 
 A search file (``configs/search/default.yaml``) names the validation metric,
-its direction, the pruner (Optuna's MedianPruner) and the config keys to
-search, each with a range or a list of choices. Needs the ``tune`` extra.
+its direction, the sampler (TPE, random or grid), the pruner (Optuna's
+MedianPruner) and the config keys to search, each with a range or a list of
+choices. Needs the ``tune`` extra.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from project.runner import (
 # Values Optuna stores as they are; other choices (a list of widths) are offered as JSON text.
 PLAIN = (type(None), bool, int, float, str)
 
+# The search file's ``sampler:``, each an Optuna sampler seeded by ``--seed``.
+SAMPLERS = ("tpe", "random", "grid")
+
 
 @dataclass
 class Parameter:
@@ -44,10 +48,15 @@ class Parameter:
     step: float | None = None
     choices: list[Any] | None = None
 
+    @property
+    def encoded(self) -> bool:
+        """Whether the choices are offered to Optuna as JSON text (lists, mappings)."""
+        return self.choices is not None and not all(isinstance(c, PLAIN) for c in self.choices)
+
     def suggest(self, trial: Any) -> Any:
         """This trial's value for the key."""
         if self.choices is not None:
-            if all(isinstance(choice, PLAIN) for choice in self.choices):
+            if not self.encoded:
                 return trial.suggest_categorical(self.key, self.choices)
             encoded = [json.dumps(choice) for choice in self.choices]
             return json.loads(trial.suggest_categorical(self.key, encoded))
@@ -56,6 +65,17 @@ class Parameter:
                 self.key, self.low, self.high, step=self.step or 1, log=self.log
             )
         return trial.suggest_float(self.key, self.low, self.high, step=self.step, log=self.log)
+
+    def grid(self) -> list[Any]:
+        """Every value a grid search tries: the choices, or the range in its steps."""
+        if self.choices is not None:
+            return [json.dumps(c) for c in self.choices] if self.encoded else list(self.choices)
+        assert self.low is not None and self.high is not None and self.step is not None
+        count = math.floor((self.high - self.low) / self.step + 1e-9) + 1
+        values = [self.low + i * self.step for i in range(count)]
+        if all(isinstance(v, int) for v in (self.low, self.high, self.step)):
+            return [int(v) for v in values]
+        return [round(v, 12) for v in values]
 
 
 @dataclass
@@ -67,6 +87,7 @@ class SearchSpace:
     parameters: list[Parameter]
     pruner: dict[str, Any] | None
     source: str
+    sampler: str = "tpe"
 
 
 def load_search_space(path: str | Path) -> SearchSpace:
@@ -75,7 +96,7 @@ def load_search_space(path: str | Path) -> SearchSpace:
     if not path.is_file():
         raise FileNotFoundError(f"search file {str(path)!r} not found; see {DEFAULT_SEARCH}")
     spec = yaml.safe_load(path.read_text()) or {}
-    known = {"metric", "direction", "pruner", "parameters"}
+    known = {"metric", "direction", "sampler", "pruner", "parameters"}
     if unknown := sorted(set(spec) - known):
         raise ValueError(f"{path}: unknown keys {unknown}; a search file has {sorted(known)}")
     direction = spec.get("direction", "minimize")
@@ -86,8 +107,19 @@ def load_search_space(path: str | Path) -> SearchSpace:
     parameters = [
         _parameter(f"{path}: parameters.{k}", k, v) for k, v in spec["parameters"].items()
     ]
+    sampler = spec.get("sampler", "tpe")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"{path}: sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    if sampler == "grid":
+        for parameter in parameters:
+            if parameter.choices is None and parameter.step is None:
+                raise ValueError(
+                    f"{path}: parameters.{parameter.key}: sampler: grid needs choices or a "
+                    "range with a step"
+                )
     metric = spec.get("metric", "val/loss")
-    return SearchSpace(metric, direction, parameters, spec.get("pruner", {}), str(path))
+    pruner = spec.get("pruner", {})
+    return SearchSpace(metric, direction, parameters, pruner, str(path), sampler)
 
 
 def _parameter(where: str, key: str, value: Any) -> Parameter:
@@ -173,7 +205,7 @@ def search(
         storage=storage,
         load_if_exists=storage is not None,
         direction=space.direction,
-        sampler=optuna.samplers.TPESampler(seed=seed),
+        sampler=make_sampler(space, seed),
         pruner=pruner or make_pruner(space.pruner),
     )
 
@@ -214,6 +246,18 @@ def search(
         )
         write_best(checked.parser.dump(config, skip_none=False), study, space, output)
     return study
+
+
+def make_sampler(space: SearchSpace, seed: int) -> Any:
+    """The search file's sampler: TPE (Bayesian), random, or grid (every combination once)."""
+    import optuna
+
+    if space.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if space.sampler == "grid":
+        grid = {parameter.key: parameter.grid() for parameter in space.parameters}
+        return optuna.samplers.GridSampler(grid, seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
 
 
 def make_pruner(settings: dict[str, Any] | None) -> Any:

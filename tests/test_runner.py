@@ -13,7 +13,7 @@ from conftest import FAST, run_cli
 
 from project import runner
 from project.cli import main
-from project.search import load_search_space, override_args, search
+from project.search import load_search_space, make_sampler, override_args, search
 
 # Trials as short as the fast config runs: two epochs, so that a pruned one stops early.
 TRIAL = [arg for arg in FAST if "max_epochs" not in arg] + ["--trainer.max_epochs=2"]
@@ -200,6 +200,11 @@ def test_a_second_runner_gets_its_own_folder(tmp_path: Path):
         ("parameters: {a.b: {lo: 1, high: 2}}", "unknown fields ['lo']"),
         ("direction: up\nparameters: {a.b: {choices: [1]}}", "direction must be minimize"),
         ("metric: val/acc", "`parameters` is empty"),
+        ("sampler: cmaes\nparameters: {a.b: {choices: [1]}}", "sampler must be one of tpe, random"),
+        (
+            "sampler: grid\nparameters: {a.b: {low: 0.1, high: 0.5}}",
+            "parameters.a.b: sampler: grid needs choices or a range with a step",
+        ),
     ],
 )
 def test_search_file_mistakes_name_the_file_and_key(tmp_path: Path, text: str, message: str):
@@ -218,3 +223,41 @@ def test_choices_can_be_lists(tmp_path: Path):
     value = space.parameters[0].suggest(trial)
     assert value in ([8, 16], [16, 32])
     assert override_args({"net.widths": value}) == [f"--net.widths={value}"]
+
+
+def test_the_search_file_chooses_the_sampler(tmp_path: Path):
+    path = tmp_path / "space.yaml"
+    for name, kind in [
+        ("tpe", optuna.samplers.TPESampler),
+        ("random", optuna.samplers.RandomSampler),
+        ("grid", optuna.samplers.GridSampler),
+    ]:
+        path.write_text(f"sampler: {name}\nparameters: {{a.b: {{choices: [1, 2]}}}}")
+        assert isinstance(make_sampler(load_search_space(path), seed=0), kind)
+
+
+@pytest.mark.slow
+def test_a_grid_search_tries_every_combination_once_then_stops(workdir: Path):
+    Path("grid.yaml").write_text(
+        "sampler: grid\n"
+        "pruner: null\n"
+        "parameters:\n"
+        "  model.init_args.scheduler.init_args.max_lr: {low: 0.001, high: 0.003, step: 0.002}\n"
+        "  model.init_args.net.init_args.widths: {choices: [[8, 16], [16, 32]]}\n"
+    )
+    space = load_search_space("grid.yaml")
+    study = search(["configs/default.yaml"], space, 10, TRIAL, workdir / "logs" / "grid")
+    tried = sorted(
+        (t.params["model.init_args.scheduler.init_args.max_lr"], t.params[WIDTHS])
+        for t in study.trials
+    )
+    assert tried == [
+        (0.001, "[16, 32]"),
+        (0.001, "[8, 16]"),
+        (0.003, "[16, 32]"),
+        (0.003, "[8, 16]"),
+    ], "10 trials asked for, the 4 combinations run"
+    assert all(t.state.name == "COMPLETE" for t in study.trials)
+
+
+WIDTHS = "model.init_args.net.init_args.widths"
