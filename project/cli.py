@@ -100,13 +100,17 @@ class ProjectCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         # A logger's `name: null` (base.yaml's) becomes the experiment's file name:
-        # the last --config outside presets/, so logs/longtail-focal/version_N.
+        # the last --config outside presets/, so logs/longtail-focal/version_N. W&B
+        # groups runs by `project`, MLflow by `experiment_name`: those, where null.
         config = self.config[self.subcommand] if self.subcommand else self.config
-        logger = config.get("trainer", {}).get("logger")
-        if isinstance(logger, Namespace) and (logger.get("init_args") or {}).get("name", 0) is None:
-            files = [Path(str(f)) for f in config.get("config") or []]
-            stems = [f.stem for f in files if "presets" not in f.parent.parts]
-            logger.init_args.name = stems[-1] if stems else "lightning_logs"
+        loggers = config.get("trainer", {}).get("logger")
+        for logger in loggers if isinstance(loggers, list) else [loggers]:
+            settings = (logger.get("init_args") if isinstance(logger, Namespace) else None) or {}
+            key = next((k for k in ("project", "experiment_name", "name") if k in settings), None)
+            if key is not None and settings[key] is None:
+                files = [Path(str(f)) for f in config.get("config") or []]
+                stems = [f.stem for f in files if "presets" not in f.parent.parts]
+                settings[key] = stems[-1] if stems else "lightning_logs"
         if problem := device_error(config.get("trainer", {})):
             self.parser.error(problem)  # before any data is read
         take_launcher_layout(config.get("trainer", {}))

@@ -135,6 +135,15 @@ LEAVES: dict[str, dict] = {
         "modules": ["project.callbacks.progress"],
         "paths": ["configs/presets/log-lines.yaml", "tests/test_log_lines.py"],
     },
+    "trackers": {
+        "modules": [],
+        "paths": [
+            "configs/presets/logger-csv.yaml",
+            "configs/presets/logger-mlflow.yaml",
+            "configs/presets/logger-wandb.yaml",
+            "tests/test_trackers.py",
+        ],
+    },
     "export": {
         "modules": ["project.export", "project.infer", "project.serve"],
         "paths": [
