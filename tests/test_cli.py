@@ -131,6 +131,18 @@ def test_fit_prints_a_summary_and_no_advertising(
 
 
 @pytest.mark.slow
+def test_the_model_summary_shows_shapes_and_flops(workdir: Path, capsys: pytest.CaptureFixture):
+    cli = run_cli("fit", *DEFAULT, *FAST, "--trainer.enable_model_summary=true")
+    text = capsys.readouterr().out
+    # The data's image size makes the example input: a uint8 image, as the model takes.
+    assert cli.model.example_input_array.shape == (1, 1, 16, 16)
+    assert cli.model.example_input_array.dtype == torch.uint8
+    flops = re.search(r"Total FLOPs: ([\d.]+) ([KMG]?)", text)
+    assert flops and float(flops[1]) > 0, text[-1500:]
+    assert "[1, 10]" in text.replace("\n", ""), "the network's output shape"
+
+
+@pytest.mark.slow
 def test_resuming_a_one_cycle_run_for_longer_is_refused_clearly(workdir: Path):
     run_cli("fit", *DEFAULT, *FAST, "--trainer.max_epochs=2", "--test_after_fit=false")
     with pytest.raises(ValueError, match=r"OneCycleLR was built for 4 optimizer steps.*needs 6"):

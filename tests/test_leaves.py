@@ -144,6 +144,10 @@ LEAVES: dict[str, dict] = {
             "tests/test_trackers.py",
         ],
     },
+    "diagnostics": {
+        "modules": ["project.callbacks.diagnostics"],
+        "paths": ["configs/presets/diagnostics.yaml", "tests/test_diagnostics.py"],
+    },
     "export": {
         "modules": ["project.export", "project.infer", "project.serve"],
         "paths": [

@@ -278,6 +278,8 @@ class ImageDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch: tuple, dataloader_idx: int) -> tuple:
         # Batches travel to the device as uint8 (a quarter of the bytes of float32);
         # the model converts them there, once per batch rather than once per image.
+        if not isinstance(batch, (tuple, list)):
+            return batch  # images alone: the model summary's example input
         images, targets = batch
         if self.batch_transform is not None and self.trainer is not None and self.trainer.training:
             images, targets = self.mix(images.to(torch.float32).div_(255.0), targets)
