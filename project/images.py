@@ -1,8 +1,10 @@
-"""Finding image files, decoding them into uint8 tensors, and the evaluation resize and crop.
+"""Finding image files, decoding them into uint8 tensors, the evaluation resize and crop, and
+the rows of a predictions CSV.
 
 Training (``project.data``) and standalone inference (``project.infer``) share
 these, so a new photo reaches an exported model as the test images reached the
-trained one. Imports only torch, torchvision, numpy and Pillow.
+trained one, and both write the same CSV. Imports only torch, torchvision, numpy
+and Pillow.
 """
 
 from __future__ import annotations
@@ -126,3 +128,15 @@ def eval_transforms(crop_size: int | tuple[int, int] | None, resize_size: int | 
     if crop_size is None:
         return []
     return [v2.Resize(resize_size, antialias=True), v2.CenterCrop(crop_size)]
+
+
+def prediction_header(class_names: list[str]) -> list[str]:
+    """The columns of a predictions CSV: ``path``, ``predicted``, ``probability``, each class."""
+    return ["path", "predicted", "probability", *class_names]
+
+
+def prediction_row(path: str | Path, probabilities: torch.Tensor, class_names: list[str]) -> list:
+    """One image's row: its path, the predicted class name, its probability, every class's."""
+    best = int(probabilities.argmax())
+    shown = [f"{float(p):.6f}" for p in probabilities]
+    return [str(path), class_names[best], shown[best], *shown]

@@ -29,7 +29,14 @@ from typing import Any
 import torch
 from torchvision.transforms import v2
 
-from project.images import UnreadableImageError, eval_transforms, load_image, scan_folder
+from project.images import (
+    UnreadableImageError,
+    eval_transforms,
+    load_image,
+    prediction_header,
+    prediction_row,
+    scan_folder,
+)
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 
@@ -145,12 +152,10 @@ def _run(predictor: Predictor, batch: list[tuple[Path, torch.Tensor]]):
 def write_csv(rows: Iterator[tuple[Path, torch.Tensor]], class_names: list[str], output) -> int:
     """Writes predict's CSV columns to the open file ``output``; returns the rows written."""
     writer = csv.writer(output)
-    writer.writerow(["path", "predicted", "probability", *class_names])
+    writer.writerow(prediction_header(class_names))
     count = 0
     for path, probabilities in rows:
-        best = int(probabilities.argmax())
-        shown = [f"{float(p):.6f}" for p in probabilities]
-        writer.writerow([str(path), class_names[best], shown[best], *shown])
+        writer.writerow(prediction_row(path, probabilities, class_names))
         count += 1
     return count
 

@@ -11,6 +11,8 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
+from project.images import prediction_header, prediction_row
+
 
 class PredictionWriter(BasePredictionWriter):
     """Writes ``predict`` outputs as a CSV once the epoch ends (``written``: its path).
@@ -56,10 +58,8 @@ class PredictionWriter(BasePredictionWriter):
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", newline="") as file:
             writer = csv.writer(file)
-            writer.writerow(["path", "predicted", "probability", *class_names])
+            writer.writerow(prediction_header(class_names))
             for image_path, probabilities in rows:
-                best = int(probabilities.argmax())
-                shown = [f"{float(p):.6f}" for p in probabilities]
-                writer.writerow([image_path, class_names[best], shown[best], *shown])
+                writer.writerow(prediction_row(image_path, probabilities, class_names))
         rank_zero_info(f"Wrote {len(rows)} predictions to {path}")
         return path
