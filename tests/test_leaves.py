@@ -148,6 +148,10 @@ LEAVES: dict[str, dict] = {
         "modules": ["project.callbacks.diagnostics"],
         "paths": ["configs/presets/diagnostics.yaml", "tests/test_diagnostics.py"],
     },
+    "reports": {
+        "modules": ["project.callbacks.reports"],
+        "paths": ["configs/presets/reports.yaml", "tests/test_reports.py"],
+    },
     "export": {
         "modules": ["project.export", "project.infer", "project.serve"],
         "paths": [

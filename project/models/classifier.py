@@ -232,9 +232,10 @@ class ImageClassifier(L.LightningModule):
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, self.val_metrics, self.val_loss)
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         logits = self._evaluate(batch, self.test_metrics, self.test_loss)
         self.test_class_recall.update(logits, batch[1])
+        return logits  # for callbacks' on_test_batch_end (evaluation reports)
 
     def on_validation_epoch_end(self) -> None:
         # The metric objects are logged once, here: Lightning computes them (synced
