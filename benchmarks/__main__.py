@@ -48,7 +48,7 @@ SUPPORT = {"__init__", "__main__", "harness", "plain_loop"}
 # Benchmarks run on their own, not by ``make bench``: long (cpu_presets' baseline is
 # the default config; large_folder writes 70,000 files first; results trains every
 # config of the README's tables five times; inference needs the [export] and [serve] extras).
-STANDALONE = {"cpu_presets", "inference", "large_folder", "results"}
+STANDALONE = {"cpu_presets", "inference", "large_folder", "memory", "results"}
 
 
 @dataclass

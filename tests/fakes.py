@@ -283,6 +283,24 @@ def prepare_digits_distillation(workdir: Path) -> list[str]:
     return []
 
 
+def prepare_ensemble(workdir: Path) -> list[str]:
+    """Two folds' checkpoints where configs/presets/ensemble.yaml looks for them."""
+    for fold in (0, 1):
+        write_template_checkpoint(
+            workdir
+            / "logs"
+            / "folds-default"
+            / f"default-fold{fold}"
+            / "checkpoints"
+            / "last.ckpt",
+            config_net("default.yaml"),
+            [str(digit) for digit in range(10)],
+            [0.3],
+            [0.37],
+        )
+    return []
+
+
 def prepare_cifar10_resnet(workdir: Path) -> list[str]:
     return [*prepare_cifar10(workdir), "--data.batch_size=8"]
 
@@ -307,6 +325,7 @@ PREPARERS.update(
         "experiments/digits-5to9-features.yaml": prepare_digits_transfer,
         "experiments/digits-5to9-finetune.yaml": prepare_digits_transfer,
         "experiments/digits-distillation.yaml": prepare_digits_distillation,
+        "presets/ensemble.yaml": prepare_ensemble,
         "experiments/cifar10-resnet.yaml": prepare_cifar10_resnet,
         "experiments/cifar10-resnet18-finetune.yaml": prepare_cifar10_resnet18,
         "experiments/imagefolder-transfer.yaml": prepare_imagefolder_efficientnet,

@@ -33,6 +33,7 @@ LEAVES: dict[str, dict] = {
             "configs/experiments/digits-5to9-features.yaml",
             "configs/experiments/digits-5to9-finetune.yaml",
             "tests/test_transfer.py",
+            "tests/test_memory.py",
             "notebooks/02-transfer-learning.ipynb",
         ],
     },
@@ -70,6 +71,7 @@ LEAVES: dict[str, dict] = {
             "configs/experiments/longtail-weighted-ce.yaml",
             "configs/experiments/longtail-focal.yaml",
             "tests/test_subsets.py",
+            "configs/overfitting/few-labels.yaml",
             "notebooks/02-transfer-learning.ipynb",
             "notebooks/03-custom-losses.ipynb",
         ],
@@ -97,6 +99,7 @@ LEAVES: dict[str, dict] = {
             "configs/experiments/cifar10-resnet.yaml",
             "configs/experiments/fashion-mnist-best.yaml",
             "tests/test_resnet.py",
+            "tests/test_memory.py",
         ],
     },
     "speed callbacks": {
@@ -151,6 +154,14 @@ LEAVES: dict[str, dict] = {
     "reports": {
         "modules": ["project.callbacks.reports"],
         "paths": ["configs/presets/reports.yaml", "tests/test_reports.py"],
+    },
+    "ensembles": {
+        "modules": ["project.models.ensemble"],
+        "paths": ["configs/presets/ensemble.yaml", "tests/test_ensemble.py"],
+    },
+    "activation checkpointing": {
+        "modules": ["project.models.memory"],
+        "paths": ["tests/test_memory.py", "benchmarks/memory.py"],
     },
     "export": {
         "modules": ["project.export", "project.infer", "project.serve"],

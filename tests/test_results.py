@@ -62,3 +62,22 @@ def test_without_names_only_the_tables_of_at_most_15_minutes_run(workdir: Path, 
     assert ran == results.quick_tables() and "digits" in ran
     # FashionMNIST's five seeds take hours here: named, never by default.
     assert not {"fashion", "fashion-best"} & set(ran)
+
+
+@pytest.mark.slow
+def test_the_overfitting_table_shows_the_gap_the_runs_logged(workdir: Path, monkeypatch):
+    table = results.TABLES["overfitting"]
+    two = {label: table.contenders[label] for label in ("nothing", "+ dropout")}
+    monkeypatch.setattr(table, "contenders", two)
+    output = workdir / "results"
+    report = results.main(["overfitting", "--seeds", "0", "--output", str(output), *FAST])
+    with (output / "overfitting" / "runs.csv").open() as file:
+        log_dirs = [row["log_dir"] for row in csv.DictReader(file)]
+    assert len(log_dirs) == 2
+    for label, log_dir in zip(two, log_dirs, strict=True):
+        logged = results.last_epoch_accuracy(log_dir)
+        row = cells(report, label)
+        # seed 0's test/acc, then test/acc, gap, train/acc, val/acc (one run each), seconds.
+        assert row[3] == f"{logged['gap']:.4f} (one run)"
+        assert row[4:6] == [f"{logged[m]:.4f} (one run)" for m in ("train/acc", "val/acc")]
+        assert logged["gap"] == pytest.approx(logged["train/acc"] - logged["val/acc"])

@@ -123,6 +123,11 @@ class TorchvisionNet(nn.Module):
             MobileNet, VGG).
         model_kwargs: Extra arguments for torchvision's builder, e.g.
             ``{"aux_logits": false}`` for ``inception_v3``.
+        activation_checkpointing: Module names of the model whose activations are
+            recomputed in backward instead of kept (:mod:`project.models.memory`),
+            typically its stages: ``[layer1, layer2, layer3, layer4]`` for a ResNet,
+            ``[features.1, ..., features.7]`` for an EfficientNet. Less memory,
+            slower steps.
     """
 
     def __init__(
@@ -133,6 +138,7 @@ class TorchvisionNet(nn.Module):
         weights: str | None = None,
         dropout: float | None = None,
         model_kwargs: dict[str, Any] | None = None,
+        activation_checkpointing: list[str] | None = None,
     ) -> None:
         super().__init__()
         check_model_name(name)
@@ -152,6 +158,11 @@ class TorchvisionNet(nn.Module):
         self.in_channels = in_channels
         if in_channels != 3:
             adapt_first_conv(body, in_channels, name)
+        if activation_checkpointing:
+            from project.models.memory import checkpoint_activations
+
+            setting = "net.init_args.activation_checkpointing"
+            checkpoint_activations(body, activation_checkpointing, setting)
 
     def _pretrained(self, name: str, weights: str, kwargs: dict[str, Any]) -> nn.Module:
         path = Path(weights).expanduser()

@@ -55,6 +55,9 @@ class ResNet(nn.Module):
         zero_init_residual: Start each block's last batch-norm scale at zero, so
             every block begins as the identity (Goyal et al., 2017): steadier early
             training of deep ResNets with large batches; slower on short runs.
+        activation_checkpointing: Recompute each stage's activations in backward
+            instead of keeping them (:mod:`project.models.memory`): less memory,
+            slower steps.
     """
 
     def __init__(
@@ -65,6 +68,7 @@ class ResNet(nn.Module):
         widths: Sequence[int] = (64, 128, 256),
         dropout: float = 0.0,
         zero_init_residual: bool = False,
+        activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         self.in_channels = in_channels
@@ -92,6 +96,11 @@ class ResNet(nn.Module):
             for block in self.modules():
                 if isinstance(block, BasicBlock):
                     nn.init.zeros_(block.bn2.weight)
+        if activation_checkpointing:
+            from project.models.memory import checkpoint_activations
+
+            stages = [f"stages.{index}" for index in range(len(self.stages))]
+            checkpoint_activations(self, stages, "activation_checkpointing")
 
     def forward(self, images: Tensor) -> Tensor:
         features = self.pool(self.stages(self.stem(images))).flatten(1)
