@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import DEFAULT, DISTRIBUTED_ENV, run_cli
+from conftest import DEFAULT, DISTRIBUTED_ENV, free_port, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import RandomSampler
 
@@ -83,12 +82,6 @@ def test_the_epoch_loss_is_the_mean_over_every_process_s_samples():
 
     means = first.compute(reduce, torch.device("cpu"))
     assert float(means["loss"]) == pytest.approx((30 * 1 + 10 * 4) / 40)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def launch(args: list[str], cwd: Path) -> subprocess.Popen:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DEFAULT, DISTRIBUTED_ENV
-from test_distributed import SHORT, free_port
+from conftest import DEFAULT, DISTRIBUTED_ENV, free_port
+from test_distributed import SHORT
 
 
 def slurm_task(rank: int, run: Path, bin_dir: Path, port: int, epochs: int) -> subprocess.Popen:

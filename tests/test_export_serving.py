@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import urllib.error
 import urllib.request
 import uuid
@@ -13,17 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import DEFAULT, FAST, make_workdir, run_cli
+from conftest import DEFAULT, FAST, free_port, make_workdir, run_cli
 
 pytest.importorskip("litserve", reason="serving is the [serve] extra; make install has it")
 
 LIMIT = 20_000  # --max-bytes of the server under test
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def post(url: str, body: bytes, content_type: str = "image/png") -> tuple[int, dict]:
