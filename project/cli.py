@@ -75,10 +75,9 @@ class ProjectCLI(LightningCLI):
         ``export`` is there while its leaf, ``project/export.py``, is.
         """
         every = LightningCLI.subcommands()
-        first = self._command_line[0] if self._command_line else None
-        # export, or the list of all subcommands (--help); not a run=False parse.
-        if first in ("export", "-h", "--help", None) and exporter() is not None:
+        if offers_export(self._command_line, run=True) and exporter() is not None:
             every["export"] = {"model", "datamodule"}
+        first = self._command_line[0] if self._command_line else None
         return {first: every[first]} if first in every else every
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -219,10 +218,11 @@ def summary(metrics: dict[str, float], best: str, log_dir: str | None) -> str:
     )
 
 
-def exporting(args: Any, run: bool) -> bool:
-    """Whether ``args`` ask for export or for the list of subcommands (not another subcommand)."""
+def offers_export(args: Any, run: bool) -> bool:
+    """Whether a run of ``args`` needs the export subcommand: ``export`` itself, or the list of
+    subcommands (``--help``, no arguments); not another subcommand, nor a ``run=False`` build."""
     first = args[0] if isinstance(args, (list, tuple)) and args else None
-    return run and first not in LightningCLI.subcommands()
+    return run and first in ("export", "-h", "--help", None)
 
 
 def exporter() -> type[Trainer] | None:
@@ -256,7 +256,7 @@ def main(args: ArgsType = None, run: bool = True, prog: str = "python -m project
                 subclass_mode_data=True,
                 # Lightning's Trainer for fit, validate, test and predict; one that can
                 # also export when the command is export or --help.
-                trainer_class=(exporter() or Trainer) if exporting(given, run) else Trainer,
+                trainer_class=(exporter() or Trainer) if offers_export(given, run) else Trainer,
                 auto_configure_optimizers=False,
                 parser_class=ProjectArgumentParser,
                 parser_kwargs={
