@@ -13,7 +13,11 @@ class EMAWeights(EMAWeightAveraging):
 
     After every optimizer step (from ``update_starting_at_step`` on) the
     average moves ``1 - decay`` of the way towards the current weights.
-    Validation, checkpoints and the final model use the average. Lightning's
+    Validation, checkpoints and the final model use the average once it has
+    started; before ``update_starting_at_step`` they use the training weights
+    (Lightning's callback would validate, checkpoint and finally keep a copy of
+    the random initial weights then: a run stopped early scored at chance).
+    Lightning's
     callback, when a checkpoint is loaded for the test that follows fit in the
     same process, puts the raw training weights back (the checkpoint keeps them
     beside the average to resume training); the test would then score weights
@@ -63,3 +67,29 @@ class EMAWeights(EMAWeightAveraging):
         # state_dict, already loaded, holds the average that was validated.
         if trainer.state.fn == "fit":
             super().on_load_checkpoint(trainer, pl_module, checkpoint)
+
+    def _averaging(self) -> bool:
+        """Whether the average holds an update yet (it does not before the start step)."""
+        average = self._average_model
+        return average is not None and int(average.n_averaged) > 0
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._averaging():
+            super().on_validation_epoch_start(trainer, pl_module)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # n_averaged changes only after training batches: the same answer as at the start.
+        if self._averaging():
+            super().on_validation_epoch_end(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._averaging():
+            super().on_train_end(trainer, pl_module)
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # Before the first update the checkpoint holds the training weights alone; a
+        # resumed run starts the average at update_starting_at_step as this one would.
+        if self._averaging():
+            super().on_save_checkpoint(trainer, pl_module, checkpoint)
