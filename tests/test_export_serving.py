@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import shlex
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 import uuid
@@ -12,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import DEFAULT, FAST, free_port, make_workdir, run_cli
+from conftest import DEFAULT, FAST, REPO, free_port, make_workdir, run_cli
 
 pytest.importorskip("litserve", reason="serving is the [serve] extra; make install has it")
 
@@ -26,6 +30,11 @@ def post(url: str, body: bytes, content_type: str = "image/png") -> tuple[int, d
             return answer.status, json.loads(answer.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+
+
+def get(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=60) as answer:
+        return answer.status, answer.read().decode()
 
 
 def multipart(data: bytes, name: str = "file") -> tuple[bytes, str]:
@@ -58,7 +67,12 @@ def served(tmp_path_factory: pytest.TempPathFactory, digits_tree: Path) -> Itera
 
     options = (f"--max-bytes={LIMIT}", "--batch-timeout=0.02")
     with running(model, free_port(), *options) as url:
-        yield {"url": url, "model": model, "images": sorted(folder.glob("data/digits/*/*.png"))}
+        yield {
+            "url": url,
+            "model": model,
+            "folder": folder,
+            "images": sorted(folder.glob("data/digits/*/*.png")),
+        }
 
 
 @pytest.mark.slow
@@ -113,3 +127,34 @@ def test_a_bad_request_gets_a_4xx_in_one_line_and_the_server_goes_on(served: dic
         assert post(f"{served['url']}/predict", good)[0] == 200, f"no answer after {case}"
     with urllib.request.urlopen(f"{served['url']}/health", timeout=5) as answer:
         assert answer.read() == b"ok"
+
+
+# The README's Deploy commands, after its `python -m project export` (which the served
+# fixture runs, as tests/test_readme.py runs every `python -m project` line).
+DEPLOY = [
+    shlex.split(line)
+    for line in (REPO / "README.md").read_text().splitlines()
+    if line.startswith(("python -m project.infer ", "python -m project.serve "))
+]
+
+
+@pytest.mark.slow
+def test_the_readme_s_infer_and_serve_commands_run_as_written(served: dict):
+    folder = served["folder"]
+    (infer,) = [args for args in DEPLOY if args[2] == "project.infer"]
+    (serve,) = [args for args in DEPLOY if args[2] == "project.serve"]
+    # Export wrote where the README's commands look.
+    assert (folder / infer[3]).resolve() == served["model"].resolve()
+    assert (folder / serve[3]).resolve() == served["model"].resolve()
+    done = subprocess.run(
+        [sys.executable, *infer[1:]], cwd=folder, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    with (folder / infer[infer.index("--output") + 1]).open() as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == len(list((folder / infer[4]).glob("*.png")))
+    # The fixture's server is the README's command (project.serve.running runs
+    # `python -m project.serve MODEL --port PORT`) on a free port: 8000 may be taken here.
+    assert serve[4:] == ["--port", "8000"], "the README's serve command has another option"
+    status, health = get(f"{served['url']}/health")
+    assert status == 200, health
