@@ -224,6 +224,7 @@ def write_template_checkpoint(
     """
     import importlib
 
+    import lightning
     import torch
 
     from project.models import ImageClassifier
@@ -237,9 +238,11 @@ def write_template_checkpoint(
     module = ImageClassifier(net_module, len(class_names), mean=mean, std=std)
     path.parent.mkdir(parents=True, exist_ok=True)
     checkpoint = {
+        "pytorch-lightning_version": lightning.__version__,
         "state_dict": module.state_dict(),
         "hyper_parameters": {
             "_class_path": "project.models.ImageClassifier",
+            "_instantiator": "lightning.pytorch.cli.instantiate_module",
             "net": config,
             "num_classes": len(class_names),
             "class_names": class_names,
