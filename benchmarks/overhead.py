@@ -89,8 +89,6 @@ def template_run(
     config: str, epochs: int, train: InMemoryBatches, val: InMemoryBatches, logs: Path
 ) -> tuple[list[float], float]:
     """One template fit: the epoch stamps and the whole ``fit()`` time."""
-    from project.callbacks import TrainingImageGrid
-
     cli = build_cli(
         config,
         [
@@ -99,11 +97,6 @@ def template_run(
             f"--trainer.logger.init_args.save_dir={logs}",
         ],
     )
-    # The grid of augmented images draws from a datamodule, which these in-memory
-    # batches replace; it runs once, before the first epoch, outside the times.
-    cli.trainer.callbacks[:] = [
-        c for c in cli.trainer.callbacks if not isinstance(c, TrainingImageGrid)
-    ]
     # The batches are standardized already, as the plain loop's are: the model's own
     # standardization (the same two operations per batch) is left to do nothing.
     cli.model.set_input_statistics([0.0], [1.0])

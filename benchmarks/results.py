@@ -34,7 +34,7 @@ from pathlib import Path
 
 from benchmarks.harness import machine_facts
 from project.cli import main as fit
-from project.runner import Run, repeat, seed_variants
+from project.runner import Run, label_of, repeat, seed_variants, write_tables
 
 DEFAULT = "configs/default.yaml"
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -168,14 +168,17 @@ def run_table(
     for stack in table.first:
         # As the README runs it, into logs/<experiment>, where the later configs look.
         fit(["fit", *[arg for config in stack for arg in ("--config", config)], *extra])
-    runs: list[Run] = []
-    for label, stack in table.contenders.items():
-        tested = [m for m in table.metrics if m.startswith("test/")]
-        done = repeat([stack], seed_variants(seeds), extra, tested, folder)
-        runs += [Run(label, r.name, r.metrics, r.log_dir, seconds=r.seconds) for r in done]
+    # One repeat over every contender: it rewrites runs.csv after each run with all
+    # the runs so far, so an interrupted table keeps every finished row.
+    tested = [m for m in table.metrics if m.startswith("test/")]
+    stacks = list(table.contenders.values())
+    done = repeat(stacks, seed_variants(seeds), extra, tested, folder)
+    labels = {label_of(stack): label for label, stack in table.contenders.items()}
+    runs = [Run(labels[r.contender], r.name, r.metrics, r.log_dir, seconds=r.seconds) for r in done]
     if table.gap:
         for run in runs:
             run.metrics.update(last_epoch_accuracy(run.log_dir))
+        write_tables(folder, runs, table.metrics)
     return runs
 
 

@@ -189,6 +189,14 @@ def prepare_batch_size_finder(workdir: Path) -> list[str]:
 PREPARERS["presets/batch-size-finder.yaml"] = prepare_batch_size_finder
 
 
+def prepare_log_lines(workdir: Path) -> list[str]:
+    # The preset is a progress display: Lightning refuses one with the bar turned off.
+    return ["--trainer.enable_progress_bar=true"]
+
+
+PREPARERS["presets/log-lines.yaml"] = prepare_log_lines
+
+
 # -- models (project.models): pretrained weights and checkpoints -----------------------------
 
 
