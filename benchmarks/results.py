@@ -120,7 +120,7 @@ TABLES: dict[str, Table] = {
         },
         ["test/acc", "gap", "train/acc", "val/acc"],
         gap=True,
-        minutes=15,
+        minutes=12,  # 45 runs of 12-16 s (docs/results/overfitting/)
     ),
     "fashion": Table(
         "FashionMNIST, official test set of 10,000 images",
