@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import FAST, preset, run_cli, tensorboard_tags
+from conftest import DEFAULT, DISTRIBUTED_ENV, FAST, preset, run_cli, tensorboard_tags
 
 from project.callbacks.reports import EvaluationReport
 
@@ -73,3 +76,30 @@ def test_the_test_subcommand_reports_on_the_checkpoint_it_tests(workdir: Path):
 def test_a_setting_that_cannot_work_is_refused():
     with pytest.raises(ValueError, match="num_mistakes must be 0 or more, got -1"):
         EvaluationReport(num_mistakes=-1)
+
+
+@pytest.mark.slow  # runs processes
+def test_two_processes_report_every_test_image_once(workdir: Path):
+    # 360 test images over two processes; each gets 180, in batches of 32.
+    command = [sys.executable, "-m", "project", "fit", *DEFAULT]
+    command += [
+        "--config",
+        "configs/presets/ddp-cpu.yaml",
+        "--config",
+        "configs/presets/reports.yaml",
+    ]
+    command += ["--trainer.max_epochs=1", "--trainer.limit_train_batches=3"]
+    command += ["--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false"]
+    env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_ENV}
+    done = subprocess.run(
+        command, cwd=workdir, capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    (run,) = (workdir / "logs" / "default").iterdir()
+    predictions = read_rows(run / "predictions.csv")
+    paths = [row["path"] for row in predictions]
+    assert len(paths) == 360 and len(set(paths)) == 360, "each test image once, none padded"
+    images = {p.relative_to(workdir) for p in (workdir / "data" / "digits").glob("*/*.png")}
+    assert {Path(path) for path in paths} <= images
+    matrix = read_rows(run / "confusion_matrix.csv")
+    assert sum(int(v) for row in matrix for k, v in row.items() if k != "true \\ predicted") == 360

@@ -16,6 +16,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 from torchmetrics.functional.classification import (
+    multiclass_confusion_matrix,
     multiclass_f1_score,
     multiclass_precision,
     multiclass_recall,
@@ -38,8 +39,9 @@ class EvaluationReport(Callback):
       ``test/confident_mistakes``. Confident mistakes are where mislabelled images and
       classes that look alike show up first.
 
-    Every test image is counted once, in a distributed run too. Needs matplotlib
-    (the ``reports`` extra).
+    In a distributed run every process's rows are gathered and put in the
+    sampler's order, so each test image counts once. Needs matplotlib (the
+    ``reports`` extra).
 
     Args:
         num_mistakes: How many mistakes the picture shows (0: no picture).
@@ -75,6 +77,8 @@ class EvaluationReport(Callback):
         if not self._probabilities:
             return
         loader = trainer.test_dataloaders
+        # Asked on every process: in a distributed run log_dir is a broadcast.
+        folder = Path(trainer.log_dir or trainer.default_root_dir)
         probabilities, targets = torch.cat(self._probabilities), torch.cat(self._targets)
         # Which dataset sample each row is: the evaluation sampler's order (no shuffling).
         order = torch.tensor(list(iter(loader.sampler))[: len(targets)])
@@ -87,7 +91,6 @@ class EvaluationReport(Callback):
         ranked = order.argsort()
         order, probabilities, targets = order[ranked], probabilities[ranked], targets[ranked]
         names = list(getattr(pl_module, "class_names", None) or range(probabilities.shape[1]))
-        folder = Path(trainer.log_dir or trainer.default_root_dir)
         folder.mkdir(parents=True, exist_ok=True)
         dataset = loader.dataset
         paths = [_name(dataset, int(i)) for i in order]
@@ -106,15 +109,16 @@ class EvaluationReport(Callback):
     def _confusion_matrix(
         self, trainer: L.Trainer, folder: Path, probabilities: Tensor, targets: Tensor, names: list
     ) -> Path:
-        metric = MulticlassConfusionMatrix(num_classes=len(names))
-        matrix = metric(probabilities, targets)
+        # The rows of every process are here already: no second gather (rank 0 alone runs this).
+        matrix = multiclass_confusion_matrix(probabilities, targets, num_classes=len(names))
+        metric = MulticlassConfusionMatrix(num_classes=len(names), sync_on_compute=False)
         path = folder / "confusion_matrix.csv"
         with path.open("w", newline="") as file:
             writer = csv.writer(file)
             writer.writerow(["true \\ predicted", *names])
             for name, row in zip(names, matrix.tolist(), strict=True):
                 writer.writerow([name, *row])
-        figure, _ = metric.plot(labels=[str(n) for n in names])
+        figure, _ = metric.plot(val=matrix, labels=[str(n) for n in names])
         _show(trainer, "test/confusion_matrix", figure, folder / "confusion_matrix.png")
         return path
 
