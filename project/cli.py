@@ -102,14 +102,15 @@ class ProjectCLI(LightningCLI):
         # the last --config outside presets/, so logs/longtail-focal/version_N. W&B
         # groups runs by `project`, MLflow by `experiment_name`: those, where null.
         config = self.config[self.subcommand] if self.subcommand else self.config
+        files = [Path(str(f)) for f in config.get("config") or []]
+        stems = [f.stem for f in files if "presets" not in f.parent.parts]
+        experiment = stems[-1] if stems else "lightning_logs"
         loggers = config.get("trainer", {}).get("logger")
         for logger in loggers if isinstance(loggers, list) else [loggers]:
             settings = (logger.get("init_args") if isinstance(logger, Namespace) else None) or {}
             key = next((k for k in ("project", "experiment_name", "name") if k in settings), None)
             if key is not None and settings[key] is None:
-                files = [Path(str(f)) for f in config.get("config") or []]
-                stems = [f.stem for f in files if "presets" not in f.parent.parts]
-                settings[key] = stems[-1] if stems else "lightning_logs"
+                settings[key] = experiment
         if problem := device_error(config.get("trainer", {})):
             self.parser.error(problem)  # before any data is read
         take_launcher_layout(config.get("trainer", {}))
