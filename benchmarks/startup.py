@@ -93,7 +93,7 @@ def import_times(report: str) -> dict[str, int]:
     return times
 
 
-def extra_imports(project: str, baseline: str, top: int = 8) -> list[tuple[str, float]]:
+def extra_imports(ours: str, baseline: str, top: int = 8) -> list[tuple[str, float]]:
     """``(package, milliseconds)`` of what the project imports beyond the baseline, costliest first.
 
     Modules are grouped by top-level package; the project's own modules and
@@ -103,7 +103,7 @@ def extra_imports(project: str, baseline: str, top: int = 8) -> list[tuple[str, 
     base = import_times(baseline)
     base_packages = {name.split(".")[0] for name in base}
     grouped: dict[str, float] = defaultdict(float)
-    for name, micros in import_times(project).items():
+    for name, micros in import_times(ours).items():
         if name in base:
             continue
         parts = name.split(".")
@@ -116,9 +116,9 @@ def import_report(config: str, name: str) -> str:
     """The costliest imports of command ``name`` beyond the baseline, as one line."""
     env = child_environment()
     runs = commands(config)
-    project = run_measured([runs[name][0], "-X", "importtime", *runs[name][1:]], env=env)
+    ours = run_measured([runs[name][0], "-X", "importtime", *runs[name][1:]], env=env)
     baseline = run_measured([runs["baseline"][0], "-X", "importtime", "-c", BASELINE], env=env)
-    costs = extra_imports(project.output, baseline.output)
+    costs = extra_imports(ours.output, baseline.output)
     listed = ", ".join(f"{package} {ms:.0f} ms" for package, ms in costs)
     return f"`{name}` imports beyond the baseline (self time, -X importtime): {listed}"
 

@@ -88,7 +88,7 @@ def test_startup_lists_the_costliest_extra_imports():
         return "\n".join([*lines, *(f"import time: {us:>9} | {us:>10} | {m}" for m, us in modules)])
 
     baseline = report(("torch", 900_000), ("torchvision", 100_000), ("lightning", 50_000))
-    project = report(
+    ours = report(
         ("torch", 950_000),  # the baseline imports it too: not the project's cost
         ("jsonargparse", 3_000),
         ("jsonargparse._core", 2_000),
@@ -97,7 +97,7 @@ def test_startup_lists_the_costliest_extra_imports():
         ("torchvision.transforms.v2._geometry", 4_000),
         ("torchvision.transforms.v2", 1_000),
     )
-    assert startup.extra_imports(project, baseline) == [
+    assert startup.extra_imports(ours, baseline) == [
         ("jsonargparse", 5.0),
         ("torchvision.transforms", 5.0),
         ("project.data", 1.5),

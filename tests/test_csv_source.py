@@ -85,3 +85,19 @@ def test_csv_rows_with_missing_files_or_unknown_labels_are_reported(tmp_path: Pa
     strict = CSVDataModule(csv_file=str(path), class_names=list(CLASSES), strict=True)
     with pytest.raises(ValueError, match=r"(?s)3 samples cannot be used.*row 32.*row 33.*row 34"):
         strict.setup("fit")
+
+
+@pytest.mark.slow  # builds the whole run through the CLI
+def test_a_csv_without_the_label_column_is_one_line_at_the_door(
+    workdir: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+):
+    from test_errors_at_any_stage import assert_one_line
+
+    from project.cli import main
+    from project.errors import at_the_door
+
+    (workdir / "bad.csv").write_text("path,labelx\ndata/digits/0/0000.png,0\n")
+    monkeypatch.delenv("PROJECT_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as stopped, at_the_door():
+        main(["fit", "--config", "configs/experiments/csv.yaml", "--data.csv_file", "bad.csv"])
+    assert_one_line(stopped.value.code, capsys.readouterr().err, "bad.csv has no column ['label']")

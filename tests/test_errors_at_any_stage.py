@@ -32,6 +32,11 @@ class BreakFilesAfter(L.Callback):
                 Path(path).write_bytes(b"not an image any more")
 
 
+# A folder of two classes whose only files do not decode, checked strictly.
+STRICT_BROKEN_IMAGES = [
+    *["fit", "--config", "configs/experiments/imagefolder.yaml", "--data.root", "broken-images"],
+    *["--data.init_args.strict", "true"],
+]
 # The mistakes the issue lists, each run as a user runs it: python -m project in a process.
 CASES = {
     # The mistakes that were one line already, kept so.
@@ -80,9 +85,9 @@ CASES = {
     ),
     "missing config file": (["fit", "--config", "configs/nonesuch.yaml"], "nonesuch.yaml"),
     "YAML syntax error": (["fit", "--config", "broken.yaml"], "broken.yaml:4:"),
-    "dataset files missing (prepare_data)": (
-        ["fit", "--config", "configs/experiments/fashion-mnist.yaml", "--data.root", "/no/fashion"],
-        "/no/fashion",
+    "unusable image files with data.strict (setup)": (
+        STRICT_BROKEN_IMAGES,
+        "2 samples cannot be used (data.strict is true)",
     ),
     "checkpoint file missing": (
         ["predict", "--config", "configs/default.yaml", "--ckpt_path", "/no/such.ckpt"],
@@ -121,7 +126,7 @@ MORE_CASES = {
         "notes",
     ),
     "overlay without its base config": (
-        ["fit", "--config", "configs/experiments/longtail-ce.yaml"],
+        ["fit", "--config", "configs/experiments/digits-0to4-pretrain.yaml"],
         "configs/default.yaml",
     ),
     "a list where a number is expected": (
@@ -144,9 +149,9 @@ MORE_CASES = {
         ["fit", "--config", "configs/default.yaml", "--model.init_args.net", "boom.Net"],
         "boom at import",
     ),
-    "a CSV without the label column": (
-        ["fit", "--config", "configs/experiments/csv.yaml", "--data.init_args.csv_file", "bad.csv"],
-        "bad.csv has no column ['label']",
+    "an augmentation preset that does not exist": (
+        ["fit", "--config", "configs/default.yaml", "--data.init_args.augment", "wild"],
+        "data.init_args.augment",
     ),
     "a validation fraction above 1": (
         ["fit", "--config", "configs/default.yaml", "--data.init_args.val_fraction", "1.5"],
@@ -177,13 +182,15 @@ BROKEN_YAML = "model:\n  init_args:\n    net: 3\n     loss: x\n"
 
 
 def user_files(workdir: Path) -> None:
-    """The files the mistakes name: a broken YAML file, folders, a module, a CSV."""
+    """The files the mistakes name: a broken YAML file, folders, a module."""
     (workdir / "broken.yaml").write_text(BROKEN_YAML)
     (workdir / "empty").mkdir()
     (workdir / "notes").mkdir()
     (workdir / "notes" / "readme.txt").write_text("no images here")
     (workdir / "boom.py").write_text('raise RuntimeError("boom at import")\n')
-    (workdir / "bad.csv").write_text("path,labelx\ndata/digits/0/0000.png,0\n")
+    for name in ("a", "b"):  # not images, though named .png
+        (workdir / "broken-images" / name).mkdir(parents=True)
+        (workdir / "broken-images" / name / "1.png").write_text("not an image")
 
 
 def assert_one_line(status: int | str | None, stderr: str, named: str) -> None:
@@ -248,19 +255,14 @@ def test_more_mistakes_are_one_line_at_the_door(
 
 @pytest.mark.slow  # runs a process
 def test_project_debug_shows_the_traceback(workdir: Path):
+    user_files(workdir)
     result = run_project(
         workdir,
-        *[
-            "fit",
-            "--config",
-            "configs/experiments/fashion-mnist.yaml",
-            "--data.root",
-            "/no/fashion",
-        ],
+        *STRICT_BROKEN_IMAGES,
         PROJECT_DEBUG="1",
     )
     assert result.returncode == 1
-    assert "Traceback" in result.stderr and "InputFileError" in result.stderr
+    assert "Traceback" in result.stderr and "InputValueError" in result.stderr
 
 
 @pytest.mark.slow  # trains one batch in a process

@@ -18,180 +18,13 @@ import pytest
 import yaml
 from conftest import FAST, REPO
 
-# Per leaf: its modules, every other path that goes with it, and notebook sections that use it.
-LEAVES: dict[str, dict] = {
-    "transfer learning": {
-        "modules": [
-            "project.models.transfer",
-            "project.models.backbones",
-            "project.callbacks.finetuning",
-        ],
-        "paths": [
-            "configs/experiments/imagefolder-transfer.yaml",
-            "configs/experiments/imagefolder-mobilenetv3.yaml",
-            "configs/experiments/cifar10-resnet18-finetune.yaml",
-            "configs/experiments/digits-5to9-features.yaml",
-            "configs/experiments/digits-5to9-finetune.yaml",
-            "tests/test_transfer.py",
-            "tests/test_memory.py",
-            "notebooks/02-transfer-learning.ipynb",
-        ],
-    },
-    "distillation": {
-        "modules": ["project.models.distillation", "project.losses.distillation"],
-        "paths": [
-            "configs/experiments/digits-teacher.yaml",
-            "configs/experiments/digits-distillation.yaml",
-            "tests/test_distillation.py",
-        ],
-    },
-    "losses": {
-        "modules": [
-            "project.losses.base",
-            "project.losses.cross_entropy",
-            "project.losses.focal",
-            "project.losses.weighted_sum",
-        ],
-        "paths": [
-            "configs/experiments/longtail-weighted-ce.yaml",
-            "configs/experiments/longtail-focal.yaml",
-            "tests/test_losses.py",
-            "notebooks/03-custom-losses.ipynb",
-        ],
-    },
-    "few labels and long tails": {
-        "modules": ["project.data.subsets"],
-        "paths": [
-            "configs/experiments/digits-5to9-scratch.yaml",
-            "configs/experiments/digits-5to9-features.yaml",
-            "configs/experiments/digits-5to9-finetune.yaml",
-            "configs/experiments/longtail-ce.yaml",
-            "configs/experiments/longtail-balanced-sampler.yaml",
-            "configs/experiments/longtail-label-smoothing.yaml",
-            "configs/experiments/longtail-weighted-ce.yaml",
-            "configs/experiments/longtail-focal.yaml",
-            "tests/test_subsets.py",
-            "configs/overfitting/few-labels.yaml",
-            "notebooks/02-transfer-learning.ipynb",
-            "notebooks/03-custom-losses.ipynb",
-        ],
-    },
-    "CSV source": {
-        "modules": ["project.data.csv"],
-        "paths": ["configs/experiments/csv.yaml", "tests/test_csv_source.py"],
-    },
-    "EMA": {
-        "modules": ["project.callbacks.averaging"],
-        "paths": ["configs/presets/ema.yaml", "tests/test_ema.py"],
-    },
-    "finders": {
-        "modules": ["project.callbacks.tuning"],
-        "paths": [
-            "configs/presets/lr-finder.yaml",
-            "configs/presets/batch-size-finder.yaml",
-            "tests/test_finders.py",
-        ],
-        "cells": {"notebooks/04-debugging-and-speed.ipynb": "2. Learning-rate finder"},
-    },
-    "ResNet": {
-        "modules": ["project.models.resnet"],
-        "paths": [
-            "configs/experiments/cifar10-resnet.yaml",
-            "configs/experiments/fashion-mnist-best.yaml",
-            "tests/test_resnet.py",
-            "tests/test_memory.py",
-        ],
-    },
-    "speed callbacks": {
-        "modules": ["project.callbacks.speed"],
-        "paths": [
-            "configs/presets/channels-last.yaml",
-            "configs/presets/compile.yaml",
-            "configs/experiments/fashion-mnist.yaml",
-            "benchmarks/gpu_presets.py",
-            "benchmarks/gpu_throughput.py",
-            "tests/test_speed.py",
-        ],
-    },
-    "runner": {
-        "modules": ["project.runner", "project.search"],
-        "paths": [
-            "configs/search/default.yaml",
-            "tests/test_runner.py",
-            "benchmarks/results.py",
-            "tests/test_results.py",
-        ],
-    },
-    "SLURM": {
-        "modules": ["project.callbacks.requeue"],
-        "paths": [
-            "configs/presets/slurm.yaml",
-            "scripts/slurm.sbatch",
-            "tests/test_distributed_slurm.py",
-        ],
-    },
-    "pictures": {
-        "modules": ["project.callbacks.images"],
-        "paths": ["configs/presets/pictures.yaml", "tests/test_image_grid.py"],
-    },
-    "log lines": {
-        "modules": ["project.callbacks.progress"],
-        "paths": ["configs/presets/log-lines.yaml", "tests/test_log_lines.py"],
-    },
-    "trackers": {
-        "modules": [],
-        "paths": [
-            "configs/presets/logger-csv.yaml",
-            "configs/presets/logger-mlflow.yaml",
-            "configs/presets/logger-wandb.yaml",
-            "tests/test_trackers.py",
-        ],
-    },
-    "diagnostics": {
-        "modules": ["project.callbacks.diagnostics"],
-        "paths": ["configs/presets/diagnostics.yaml", "tests/test_diagnostics.py"],
-    },
-    "reports": {
-        "modules": ["project.callbacks.reports"],
-        "paths": ["configs/presets/reports.yaml", "tests/test_reports.py"],
-    },
-    "ensembles": {
-        "modules": ["project.models.ensemble"],
-        "paths": ["configs/presets/ensemble.yaml", "tests/test_ensemble.py"],
-    },
-    "activation checkpointing": {
-        "modules": ["project.models.memory"],
-        "paths": ["tests/test_memory.py", "benchmarks/memory.py"],
-    },
-    "export": {
-        "modules": ["project.export", "project.infer", "project.serve"],
-        "paths": [
-            "tests/test_export.py",
-            "tests/test_export_serving.py",
-            "benchmarks/inference.py",
-        ],
-    },
-    "torchvision datasets": {
-        "modules": ["project.data.torchvision_sources"],
-        "paths": [
-            "configs/experiments/mnist.yaml",
-            "configs/experiments/fashion-mnist.yaml",
-            "configs/experiments/fashion-mnist-best.yaml",
-            "configs/experiments/cifar10.yaml",
-            "configs/experiments/cifar10-resnet.yaml",
-            "configs/experiments/cifar10-resnet18-finetune.yaml",
-            "tests/test_torchvision_sources.py",
-        ],
-    },
-}
+from project.leaves import read, readme_line
 
-
-def module_file(module: str) -> str:
-    return module.replace(".", "/") + ".py"
+LEAVES, TEMPLATE_ONLY = read()
 
 
 def leaf_paths(leaf: str) -> set[str]:
-    return {*map(module_file, LEAVES[leaf]["modules"]), *LEAVES[leaf]["paths"]}
+    return LEAVES[leaf].files()
 
 
 def top_level_imports(source: str) -> set[str]:
@@ -232,8 +65,8 @@ def what_each_file_needs() -> dict[str, set[str]]:
 
 @pytest.mark.parametrize("leaf", sorted(LEAVES))
 def test_nothing_outside_a_leaf_needs_it(leaf: str):
-    modules = LEAVES[leaf]["modules"]
-    own = leaf_paths(leaf) | set(LEAVES[leaf].get("cells", {}))
+    modules = LEAVES[leaf].modules
+    own = leaf_paths(leaf) | set(LEAVES[leaf].cells)
     assert all((REPO / path).exists() for path in own), "a listed path does not exist"
     offenders = [
         f"{path} needs {sorted(m for m in needed if m.startswith(tuple(modules)))}"
@@ -246,12 +79,13 @@ def test_nothing_outside_a_leaf_needs_it(leaf: str):
 def test_the_readme_lists_every_leaf_s_paths():
     readme = (REPO / "README.md").read_text()
     section = readme.split("\n## Leaves", 1)[1].split("\n## ", 1)[0]
-    for leaf, parts in LEAVES.items():
-        line = next(line for line in section.splitlines() if line.startswith(f"- **{leaf}**"))
-        for path in sorted(leaf_paths(leaf)):
-            assert f"`{path}`" in line, f"{leaf}: {path}"
-        for notebook, title in parts.get("cells", {}).items():
-            assert f'the `{notebook}` section "{title}"' in line, f"{leaf}: {notebook}"
+    listed = [line for line in section.splitlines() if line.startswith("- **")]
+    assert listed == [readme_line(leaf) for leaf in LEAVES.values()]
+
+
+def test_a_leaf_needs_only_leaves_and_the_template_s_own_paths_exist():
+    assert all(need in LEAVES for leaf in LEAVES.values() for need in leaf.needs)
+    assert all((REPO / path).is_file() for path in TEMPLATE_ONLY)
 
 
 BLOCKED_RUN = """
@@ -282,7 +116,7 @@ print(json.dumps({"collected": int(collected), "leaf_modules_loaded": loaded}))
 
 @pytest.mark.slow
 def test_the_default_run_and_the_other_tests_need_no_leaf(workdir: Path):
-    modules = [m for leaf in LEAVES.values() for m in leaf["modules"]]
+    modules = [m for leaf in LEAVES.values() for m in leaf.modules]
     leaf_tests = {p for leaf in LEAVES for p in leaf_paths(leaf) if p.startswith("tests/")}
     core_tests = sorted(
         str(REPO / p.relative_to(REPO))

@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import FAST, REPO, run_cli
 
+import project
 from project.checkpoints import CheckpointError
 from project.models import ConvNet, ImageClassifier
 from project.models.inputs import InputNormalization
@@ -166,14 +167,15 @@ def test_a_checkpoint_and_torchvision_io_give_what_predict_wrote(workdir: Path):
 
 
 def test_data_and_model_never_reach_each_other_through_the_trainer():
+    package = project.__name__  # the package's name, whatever a starter renamed it to
     forbidden = {
-        "data": r"\.lightning_module\b|\bproject\.models\b",
-        "models": r"\.datamodule\b|\bproject\.data\b",
-        "losses": r"\.datamodule\b|\bproject\.data\b",
+        "data": rf"\.lightning_module\b|\b{package}\.models\b",
+        "models": rf"\.datamodule\b|\b{package}\.data\b",
+        "losses": rf"\.datamodule\b|\b{package}\.data\b",
     }
     found = []
-    for package, pattern in forbidden.items():
-        for path in sorted((REPO / "project" / package).rglob("*.py")):
+    for folder, pattern in forbidden.items():
+        for path in sorted((REPO / package / folder).rglob("*.py")):
             for number, line in enumerate(path.read_text().splitlines(), 1):
                 if re.search(pattern, line):
                     found.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")

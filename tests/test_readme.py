@@ -47,7 +47,8 @@ def make_user_folder(root: Path, digits: Path) -> None:
 
 
 def test_readme_has_commands():
-    assert len(COMMANDS) >= 8 and len(RUNNER_COMMANDS) >= 4
+    assert len(COMMANDS) >= 8
+    assert RUNNER_COMMANDS or not (REPO / "project" / "runner.py").exists()
     assert README.lstrip().startswith("#")
     assert "make fit" in README.split("\n## ")[0] and "make test" in README.split("\n## ")[0]
 

@@ -1,12 +1,8 @@
 """The callbacks of every run: safe checkpoints and stops, data facts, predictions.
 
-Optional callbacks are leaves, imported from their own modules:
-``project.callbacks.averaging`` (EMA), ``project.callbacks.finetuning``
-(staged unfreezing), ``project.callbacks.speed`` (channels-last, compile),
-``project.callbacks.tuning`` (learning-rate and batch-size finders),
-``project.callbacks.images`` (training images in TensorBoard),
-``project.callbacks.progress`` (one line per epoch, for logs),
-``project.callbacks.requeue`` (SLURM).
+Optional callbacks are leaves (``leaves.yaml``, the README's "Leaves"), each
+imported from its own module by its class path, so this package never loads
+them and deleting one deletes nothing else.
 """
 
 from project.callbacks.checkpointing import (

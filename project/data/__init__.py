@@ -1,8 +1,7 @@
 """Where images come from: the DataModule base, image folders and the embedded digits.
 
-Other sources are leaves, imported from their own modules: ``project.data.csv``
-(a CSV of paths and labels), ``project.data.torchvision_sources`` (MNIST,
-FashionMNIST, CIFAR-10).
+Other sources are leaves (``leaves.yaml``, the README's "Leaves"), each imported
+from its own module by its class path, so this package never loads them.
 """
 
 from project.data.datamodule import ImageDataModule

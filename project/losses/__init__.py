@@ -2,6 +2,6 @@
 
 Every loss takes ``(logits, targets)`` with logits ``(N, C)`` and targets either
 class indices ``(N,)`` or class probabilities ``(N, C)`` (MixUp, CutMix); the
-distillation loss also takes the teacher's logits. Each is imported from its own
-module (``project.losses.focal.FocalLoss``), so deleting one deletes nothing else.
+distillation loss also takes the teacher's logits. Each is a leaf, imported from its
+own module by its class path, so deleting one deletes nothing else.
 """

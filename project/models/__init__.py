@@ -1,8 +1,8 @@
 """The LightningModule and the network of the default run.
 
-Others import from their own modules: ``project.models.resnet``,
-``project.models.transfer``, ``project.models.backbones`` (torchvision networks),
-``project.models.distillation``.
+The other networks and models are leaves (``leaves.yaml``, the README's
+"Leaves"), each imported from its own module by its class path, so this package
+never loads them.
 """
 
 from project.models.classifier import ImageClassifier
