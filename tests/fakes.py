@@ -295,7 +295,7 @@ def prepare_digits_distillation(workdir: Path) -> list[str]:
 
 
 def prepare_ensemble(workdir: Path) -> list[str]:
-    """Two folds' checkpoints where configs/presets/ensemble.yaml looks for them."""
+    """Two folds' checkpoints where the ensemble preset looks for them."""
     for fold in (0, 1):
         write_template_checkpoint(
             workdir

@@ -27,6 +27,18 @@ def leaf_paths(leaf: str) -> set[str]:
     return LEAVES[leaf].files()
 
 
+def needing(leaf: str) -> set[str]:
+    """The paths of the leaves that need ``leaf`` (they may use it, and go when it goes)."""
+    found, todo = set(), [leaf]
+    while todo:
+        name = todo.pop()
+        for other in LEAVES.values():
+            if name in other.needs and other.name not in found:
+                found.add(other.name)
+                todo.append(other.name)
+    return set().union(*(leaf_paths(name) for name in found))
+
+
 def top_level_imports(source: str) -> set[str]:
     """Modules a Python source imports when it is loaded (not inside functions)."""
     found = set()
@@ -66,13 +78,41 @@ def what_each_file_needs() -> dict[str, set[str]]:
 @pytest.mark.parametrize("leaf", sorted(LEAVES))
 def test_nothing_outside_a_leaf_needs_it(leaf: str):
     modules = LEAVES[leaf].modules
-    own = leaf_paths(leaf) | set(LEAVES[leaf].cells)
+    own = leaf_paths(leaf) | set(LEAVES[leaf].cells) | needing(leaf)
     assert all((REPO / path).exists() for path in own), "a listed path does not exist"
     offenders = [
         f"{path} needs {sorted(m for m in needed if m.startswith(tuple(modules)))}"
         for path, needed in what_each_file_needs().items()
         if path not in own and any(m == leaf or m.startswith(tuple(modules)) for m in needed)
     ]
+    assert offenders == []
+
+
+def test_no_file_outside_a_leaf_runs_its_configs():
+    """A test, benchmark or config of the core that runs a leaf's config by its name."""
+    offenders = []
+    for leaf in LEAVES.values():
+        configs = [Path(p) for p in leaf_paths(leaf.name) if p.startswith("configs/")]
+        own = leaf_paths(leaf.name) | needing(leaf.name)
+        named = [
+            pattern
+            for config in configs
+            for pattern in (
+                str(config),
+                f'preset("{config.stem}")' if config.parent.name == "presets" else str(config),
+                f'experiment("{config.stem}")' if config.parent.name == "experiments" else "",
+            )
+            if pattern
+        ]
+        for path in [
+            *REPO.glob("tests/*.py"),
+            *REPO.glob("benchmarks/*.py"),
+            *REPO.glob("Makefile"),
+        ]:
+            relative = str(path.relative_to(REPO))
+            if relative not in own:
+                text = path.read_text()
+                offenders += [f"{relative}: {n} ({leaf.name})" for n in named if n in text]
     assert offenders == []
 
 

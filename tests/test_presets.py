@@ -89,14 +89,6 @@ def test_ddp_cpu_runs_two_processes_over_the_whole_validation_set(workdir: Path)
     assert ddp["val/loss"] == pytest.approx(float(single["val/loss"]), rel=1e-4)
 
 
-@pytest.mark.slow
-def test_channels_last_preset_converts_the_convolutions(workdir: Path):
-    cli = run_cli("fit", *preset("channels-last"), *FAST, "--test_after_fit=false")
-    convs = [m for m in cli.model.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
-    assert cli.trainer.global_step > 0
-
-
 # -- reproducibility ---------------------------------------------------------------------
 
 

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+import torch
+from conftest import FAST, REPO, preset, run_cli
 
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -47,3 +48,11 @@ def test_gpu_benchmark_smoke_run_reports_every_variant(
         assert result.images_per_second > 0, result
         assert result.name in printed
     assert "device:" in printed
+
+
+@pytest.mark.slow
+def test_channels_last_preset_converts_the_convolutions(workdir: Path):
+    cli = run_cli("fit", *preset("channels-last"), *FAST, "--test_after_fit=false")
+    convs = [m for m in cli.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    assert cli.trainer.global_step > 0

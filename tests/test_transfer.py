@@ -8,11 +8,9 @@ from pathlib import Path
 import lightning.pytorch as L
 import pytest
 import torch
-from conftest import FAST, experiment, run_cli
 from crafted import CRAFTED, assert_loader_refuses, assert_names, assert_nothing_ran, craft
-from fakes import train_digits_0to4, write_template_checkpoint, write_torchvision_weights
+from fakes import write_template_checkpoint, write_torchvision_weights
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from test_model_inputs import assert_a_checkpoint_predicts_alone
 from torch import nn
 
 from project.callbacks import LinkDataToModel
@@ -285,26 +283,6 @@ def test_init_from_a_template_checkpoint_loads_all_but_a_new_head(tmp_path: Path
 # -- the proof on real data ------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_fine_tuning_from_digits_0_to_4_beats_scratch_on_5_to_9_with_10_labels_each(
-    workdir: Path, tmp_path_factory: pytest.TempPathFactory, digits_tree: Path
-):
-    pretrained = train_digits_0to4(tmp_path_factory.getbasetemp() / "digits-0to4", digits_tree)
-    accuracy = {}
-    for name in ("scratch", "finetune"):
-        cli = run_cli(
-            "fit",
-            *experiment(f"digits-5to9-{name}"),
-            *FAST,
-            "--trainer.max_epochs=12",
-            "--trainer.limit_val_batches=1.0",
-            "--trainer.limit_test_batches=1.0",
-            *([f"--model.init_args.init_from={pretrained}"] if name == "finetune" else []),
-        )
-        accuracy[name] = float(cli.trainer.callback_metrics["test/acc"])
-    assert accuracy["finetune"] > accuracy["scratch"] + 0.05, accuracy
-
-
 # -- a checkpoint is data ------------------------------------------------------------------
 
 
@@ -389,18 +367,4 @@ def test_pretrained_weights_bring_their_own_statistics():
     given = TorchvisionNet("mobilenet_v3_small", 4, weights=str(weights))
     assert ImageClassifier(given, 4, mean=[0.5] * 3, std=[0.5] * 3).normalize.extra_repr() == (
         "mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5]"
-    )
-
-
-@pytest.mark.slow
-def test_a_fine_tuned_checkpoint_predicts_alone(
-    workdir: Path, digits_tree: Path, tmp_path_factory: pytest.TempPathFactory
-):
-    pretrained = train_digits_0to4(tmp_path_factory.getbasetemp() / "digits-0to4", digits_tree)
-    config = [
-        *experiment("digits-5to9-finetune"),
-        f"--model.init_args.init_from={pretrained}",
-    ]
-    assert_a_checkpoint_predicts_alone(
-        "project.models.transfer.TransferClassifier", config, workdir
     )
