@@ -9,6 +9,7 @@ collection of every other test work with all leaves' modules blocked from import
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import subprocess
 import sys
@@ -59,6 +60,7 @@ def class_paths(node: object) -> set[str]:
     return set()
 
 
+@functools.cache  # one scan of the tree for every leaf's check
 def what_each_file_needs() -> dict[str, set[str]]:
     """Per repository file: the modules it imports at load time, or whose classes it names."""
     needs = {}
