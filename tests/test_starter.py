@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -328,3 +329,44 @@ def test_a_later_template_fix_merges_into_the_renamed_project(tmp_path: Path):
         .endswith("# a later fix in the template\n")
     )
     assert not (mine / "project").exists()
+
+
+def readme_starter_commands() -> list[list[str]]:
+    readme = (REPO / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
+    return [
+        shlex.split(line.split("#")[0])
+        for block in blocks
+        for line in block.splitlines()
+        if line.startswith("python -m project.starter ")
+    ]
+
+
+def test_the_readme_s_starter_commands_run_as_written(tmp_path: Path):
+    commands = readme_starter_commands()
+    assert len(commands) >= 3
+    for number, command in enumerate(commands):
+        dest = tmp_path / str(number) / "new"  # for the README's ../my-classifier and /tmp/scratch
+        args = [str(dest), *command[4:]]
+        assert command[:3] == ["python", "-m", "project.starter"]
+        starter.main(args)
+        assert (dest / ".git").is_dir() and (dest / "my_classifier" / "cli.py").is_file()
+
+
+def test_a_leaf_comes_back_from_a_scratch_project_as_the_readme_says(tmp_path: Path):
+    mine = start(tmp_path / "mine", name="my_classifier")
+    start(tmp_path / "scratch", name="my_classifier", keep=["EMA"])
+    paths = [
+        "configs/presets/ema.yaml",
+        "my_classifier/callbacks/averaging.py",
+        "tests/test_ema.py",
+    ]
+    assert not any((mine / path).exists() for path in paths)
+    for command in (
+        ["git", "fetch", "--quiet", str(tmp_path / "scratch"), "main"],
+        ["git", "checkout", "FETCH_HEAD", "--", *paths],
+    ):
+        subprocess.run(command, cwd=mine, check=True, capture_output=True)
+    assert all((mine / path).is_file() for path in paths)
+    readme = (REPO / "README.md").read_text()
+    assert f"git checkout FETCH_HEAD -- {' '.join(paths)}" in readme
