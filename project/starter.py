@@ -294,9 +294,17 @@ def commit(folder: Path, name: str, kept: list[str]) -> None:
     origin = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
     ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
     message = (
         f"Start {name} from the image-classification template\n\n"
-        f"Template commit: {origin or 'unknown'}\n"
+        f"Template commit: {origin or 'unknown'}"
+        f"{' (with changes not committed there)' if dirty else ''}\n"
         f"Leaves kept: {', '.join(kept) or 'none'}\n"
     )
     for command in (
