@@ -83,12 +83,17 @@ def check_destination(dest: Path) -> None:
 
 def template_files() -> list[str]:
     """The template's files: those git tracks or would add (so no logs, data or .venv)."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+        ).stdout.decode()
+    except (OSError, subprocess.CalledProcessError):
+        raise StarterError(
+            f"{REPO} is not a git clone of the template (or git is missing)"
+        ) from None
     return sorted({path for path in listed.split("\0") if path and (REPO / path).is_file()})
 
 
@@ -333,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     args = parser.parse_args(argv)
     try:
         kept, count = build(args.dest.resolve(), args.name, args.keep)
-    except StarterError as error:
+    except (StarterError, OSError) as error:  # OSError: a folder that cannot be written
         raise SystemExit(f"{parser.prog}: {error}") from None
     leaves = ", ".join(sorted(kept)) or "none"
     print(f"{args.dest}: {count} files, package {args.name}, leaves: {leaves}")

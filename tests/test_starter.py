@@ -370,3 +370,11 @@ def test_a_leaf_comes_back_from_a_scratch_project_as_the_readme_says(tmp_path: P
     assert all((mine / path).is_file() for path in paths)
     readme = (REPO / "README.md").read_text()
     assert f"git checkout FETCH_HEAD -- {' '.join(paths)}" in readme
+
+
+def test_a_destination_that_cannot_be_made_is_one_line(tmp_path: Path):
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(SystemExit) as stopped:
+        start(tmp_path / "a-file" / "mine")
+    assert "a-file" in str(stopped.value) and "\n" not in str(stopped.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
