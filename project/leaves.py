@@ -9,7 +9,8 @@ project with only the leaves a user keeps. None of this is on a run's path.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -59,3 +60,49 @@ def readme_line(leaf: Leaf) -> str:
         listed += f', and the `{notebook}` section "{title}"'
     note = f" ({leaf.note})" if leaf.note else ""
     return f"- **{leaf.name}**: {listed}{note}."
+
+
+def document(kept: dict[str, Leaf], files: set[str]) -> str:
+    """The new project's ``leaves.yaml``: the leaves kept, with the paths that came along."""
+    header = (REPO / LEAVES_FILE).read_text().split("\nleaves:", 1)[0]
+    document = {}
+    for leaf in kept.values():
+        entry = {
+            "modules": leaf.modules,
+            "paths": [
+                path
+                for path in leaf.paths
+                if path in files or (path.endswith("/") and any(f.startswith(path) for f in files))
+            ],
+        }
+        for key in ("cells", "extras", "requirements", "needs", "note"):
+            if getattr(leaf, key):
+                entry[key] = getattr(leaf, key)
+        document[leaf.name] = entry
+    body = yaml.safe_dump({"leaves": document}, sort_keys=False, width=100, allow_unicode=True)
+    return f"{header}\n{body}"
+
+
+def rewrite_readme(
+    readme: str, kept: dict[str, Leaf], files: set[str], package: str, name: str
+) -> str:
+    """The README with its "Leaves" lines for the leaves kept, listing the paths that came."""
+    head, found, rest = readme.partition("\n## Leaves")
+    if not found:
+        return readme
+    section, next_heading, tail = rest.partition("\n## ")
+    lines = []
+    for line in section.splitlines(keepends=True):
+        if line.startswith("- **"):
+            leaf = kept.get(line.split("**")[1])
+            if leaf is None:
+                continue
+            present = [p for p in leaf.paths if p in files or any(f.startswith(p) for f in files)]
+            renamed = replace(  # renamed first: the line lists its paths in sorted order
+                leaf,
+                modules=[re.sub(rf"^{package}\.", f"{name}.", m) for m in leaf.modules],
+                paths=[re.sub(rf"^{package}/", f"{name}/", p) for p in present],
+            )
+            line = readme_line(renamed) + "\n"
+        lines.append(line)
+    return head + found + "".join(lines) + next_heading + tail

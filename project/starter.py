@@ -28,11 +28,8 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import replace
 from importlib.util import find_spec
 from pathlib import Path
-
-import yaml
 
 from project import leaves as leaves_file
 
@@ -41,6 +38,7 @@ REPO = leaves_file.REPO
 
 MARKER = re.compile(r"^<!-- (leaf: (?P<leaves>[^>]*?)|template) -->\n", re.M)
 END = re.compile(r"^<!-- /(leaf|template) -->\n", re.M)
+MAX_NAME = 20
 TEXT_SUFFIXES = {".py", ".md", ".yaml", ".yml", ".toml", ".ipynb", ".cfg", ".txt", ".sbatch", ""}
 
 
@@ -69,11 +67,17 @@ def chosen_leaves(keep: Sequence[str], leaves: dict[str, leaves_file.Leaf]) -> s
     return chosen
 
 
-def check_name(name: str) -> None:
+def check_name(name: str, files: list[str]) -> None:
     if not name.isidentifier() or keyword.iskeyword(name) or not name.isascii():
         raise StarterError(f"--name {name!r} is not a valid Python package name")
+    ignored = (REPO / ".gitignore").read_text().split() if (REPO / ".gitignore").exists() else []
+    taken = {path.split("/")[0] for path in files} | {entry.strip("/") for entry in ignored}
+    if name != PACKAGE and name in taken:
+        raise StarterError(f"--name {name!r} is a folder or file of the project; choose another")
     if name in sys.stdlib_module_names or (name != PACKAGE and find_spec(name) is not None):
-        raise StarterError(f"--name {name!r} is already a module here; choose another name")
+        raise StarterError(f"--name {name!r} is a module Python already finds; choose another")
+    if len(name) > MAX_NAME:  # each mention grows: comments could pass the line limit
+        raise StarterError(f"--name {name!r} is over {MAX_NAME} characters; choose a shorter one")
 
 
 def check_destination(dest: Path) -> None:
@@ -154,6 +158,8 @@ def rename_package(text: str, name: str) -> str:
     if name == PACKAGE:
         return text
     p = re.escape(PACKAGE)
+    package_find = f'include = ["{PACKAGE}", "{PACKAGE}.*"]'  # pyproject.toml
+    text = text.replace(package_find, f'include = ["{name}", "{name}.*"]')
     # A path starting a line of a column layout (the README's map) keeps the column.
     text = re.sub(
         rf"^{p}(/\S*)( +)(?=\S)",
@@ -165,40 +171,19 @@ def rename_package(text: str, name: str) -> str:
     text = re.sub(rf"(?:(?<=-m )|(?<=import )|(?<=from )){p}\b", name, text)
     text = re.sub(rf'(?:(?<="-m", ")|(?<=REPO / ")|(?<=\[")|(?<=\{{")){p}"', f'{name}"', text)
     text = re.sub(rf'^name = "{p}"$', f'name = "{name}"', text, flags=re.M)  # pyproject.toml
-    text = text.replace(f'include = ["{PACKAGE}*"]', f'include = ["{name}*"]')
     return re.sub(rf"`{p}`", f"`{name}`", text)
-
-
-def leaves_document(kept: dict[str, leaves_file.Leaf], files: set[str]) -> str:
-    """The new project's ``leaves.yaml``: the leaves kept, with the paths that came along."""
-    header = (REPO / leaves_file.LEAVES_FILE).read_text().split("\nleaves:", 1)[0]
-    document = {}
-    for leaf in kept.values():
-        entry = {
-            "modules": leaf.modules,
-            "paths": [
-                path
-                for path in leaf.paths
-                if path in files or (path.endswith("/") and any(f.startswith(path) for f in files))
-            ],
-        }
-        for key in ("cells", "extras", "requirements", "needs", "note"):
-            if getattr(leaf, key):
-                entry[key] = getattr(leaf, key)
-        document[leaf.name] = entry
-    body = yaml.safe_dump({"leaves": document}, sort_keys=False, width=100, allow_unicode=True)
-    return f"{header}\n{body}"
 
 
 def build(dest: Path, name: str, keep: Sequence[str]) -> tuple[set[str], int]:
     """Write the new project at ``dest``; return the leaves kept and the number of files."""
     leaves, template_only = leaves_file.read()
     kept_names = chosen_leaves(keep, leaves)
-    check_name(name)
+    listed = template_files()
+    check_name(name, listed)
     check_destination(dest)
     dropped = [leaf for leaf in leaves.values() if leaf.name not in kept_names]
     dropped_files = set(template_only).union(*(leaf.files() for leaf in dropped))
-    files = {path for path in template_files() if path not in dropped_files}
+    files = {path for path in listed if path not in dropped_files}
     kept = {leaf.name: leaf for leaf in leaves.values() if leaf.name in kept_names}
     sections: dict[str, list[str]] = {}
     for leaf in dropped:
@@ -222,11 +207,11 @@ def build(dest: Path, name: str, keep: Sequence[str]) -> tuple[set[str], int]:
                 continue
             text = source.read_text()
             if path == leaves_file.LEAVES_FILE:
-                text = leaves_document(kept, files)
+                text = leaves_file.document(kept, files)
             if suffix == ".md":
                 text = keep_marked_blocks(text, kept_names, set(leaves), path)
             if path == "README.md":
-                text = rewrite_leaves_section(text, kept, files, name)
+                text = leaves_file.rewrite_readme(text, kept, files, PACKAGE, name)
             if path in sections:
                 text = drop_notebook_sections(text, sections[path])
             if path == "pyproject.toml":
@@ -244,31 +229,6 @@ def build(dest: Path, name: str, keep: Sequence[str]) -> tuple[set[str], int]:
     return kept_names, len(files)
 
 
-def rewrite_leaves_section(
-    readme: str, kept: dict[str, leaves_file.Leaf], files: set[str], name: str
-) -> str:
-    """The README with its "Leaves" lines for the leaves kept, listing the paths that came."""
-    head, found, rest = readme.partition("\n## Leaves")
-    if not found:
-        return readme
-    section, next_heading, tail = rest.partition("\n## ")
-    lines = []
-    for line in section.splitlines(keepends=True):
-        if line.startswith("- **"):
-            leaf = kept.get(line.split("**")[1])
-            if leaf is None:
-                continue
-            present = [p for p in leaf.paths if p in files or any(f.startswith(p) for f in files)]
-            renamed = replace(  # renamed first: the line lists its paths in sorted order
-                leaf,
-                modules=[re.sub(rf"^{PACKAGE}\.", f"{name}.", m) for m in leaf.modules],
-                paths=[re.sub(rf"^{PACKAGE}/", f"{name}/", p) for p in present],
-            )
-            line = leaves_file.readme_line(renamed) + "\n"
-        lines.append(line)
-    return head + found + "".join(lines) + next_heading + tail
-
-
 def tidy(folder: Path) -> None:
     """Imports sorted and code formatted under the new name, with the template's own ruff."""
     if find_spec("ruff") is None:
@@ -276,7 +236,7 @@ def tidy(folder: Path) -> None:
         return
     for command in (["check", "--select", "I", "--fix"], ["format"]):
         subprocess.run(
-            [sys.executable, "-m", "ruff", *command, "--quiet", "."],
+            [sys.executable, "-m", "ruff", *command, "--quiet", "--no-cache", "."],
             cwd=folder,
             check=True,
             capture_output=True,
@@ -300,7 +260,7 @@ def commit(folder: Path, name: str, kept: list[str]) -> None:
         ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
     ).stdout.strip()
     dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
+        ["git", "status", "--porcelain"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -340,6 +300,11 @@ def main(argv: Sequence[str] | None = None) -> Path:
         kept, count = build(args.dest.resolve(), args.name, args.keep)
     except (StarterError, OSError) as error:  # OSError: a folder that cannot be written
         raise SystemExit(f"{parser.prog}: {error}") from None
+    except subprocess.CalledProcessError as error:  # git or ruff refused (nothing is left)
+        said = (error.stderr or b"").decode(errors="replace").strip().splitlines()
+        raise SystemExit(
+            f"{parser.prog}: {' '.join(map(str, error.cmd[:3]))} failed: {said[-1] if said else ''}"
+        ) from None
     leaves = ", ".join(sorted(kept)) or "none"
     print(f"{args.dest}: {count} files, package {args.name}, leaves: {leaves}")
     print(f"next: cd {args.dest} && make test")

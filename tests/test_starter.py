@@ -68,7 +68,7 @@ def test_a_starter_without_leaves_has_the_core_renamed_and_nothing_of_the_leaves
             assert not named, f"{path} names {named} of the leaf {leaf.name!r}"
     # The package's name everywhere, and one commit recording where it came from.
     pyproject = (tree / "pyproject.toml").read_text()
-    assert 'name = "acme"' in pyproject and 'include = ["acme*"]' in pyproject
+    assert 'name = "acme"' in pyproject and 'include = ["acme", "acme.*"]' in pyproject
     assert "python -m acme fit" in (tree / "README.md").read_text()
     assert "python -m project" not in (tree / "README.md").read_text()
     assert yaml.safe_load((tree / "leaves.yaml").read_text()) == {"leaves": {}}
@@ -158,8 +158,11 @@ def test_the_rename_touches_the_package_and_not_the_word():
     [
         ("3d_cats", [], "--name '3d_cats' is not a valid Python package name"),
         ("class", [], "--name 'class' is not a valid Python package name"),
-        ("json", [], "--name 'json' is already a module here"),
-        ("torch", [], "--name 'torch' is already a module here"),
+        ("json", [], "--name 'json' is a module Python already finds"),
+        ("torch", [], "--name 'torch' is a module Python already finds"),
+        ("configs", [], "--name 'configs' is a folder or file of the project"),
+        ("logs", [], "--name 'logs' is a folder or file of the project"),
+        ("a_name_of_21_letters_", [], "--name 'a_name_of_21_letters_' is over 20 characters"),
         ("acme", ["ema", "no such leaf"], "unknown leaf 'no such leaf'; the leaves are: "),
     ],
 )
@@ -334,10 +337,10 @@ def test_a_later_template_fix_merges_into_the_renamed_project(tmp_path: Path):
 def readme_starter_commands() -> list[list[str]]:
     readme = (REPO / "README.md").read_text()
     blocks = re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
+    inline = re.findall(r"`(python -m project\.starter [^`]+)`", readme)
     return [
         shlex.split(line.split("#")[0])
-        for block in blocks
-        for line in block.splitlines()
+        for line in [*(line for block in blocks for line in block.splitlines()), *inline]
         if line.startswith("python -m project.starter ")
     ]
 
