@@ -98,19 +98,8 @@ class ProjectCLI(LightningCLI):
         return parser
 
     def before_instantiate_classes(self) -> None:
-        # A logger's `name: null` (base.yaml's) becomes the experiment's file name:
-        # the last --config outside presets/, so logs/longtail-focal/version_N. W&B
-        # groups runs by `project`, MLflow by `experiment_name`: those, where null.
         config = self.config[self.subcommand] if self.subcommand else self.config
-        files = [Path(str(f)) for f in config.get("config") or []]
-        stems = [f.stem for f in files if "presets" not in f.parent.parts]
-        experiment = stems[-1] if stems else "lightning_logs"
-        loggers = config.get("trainer", {}).get("logger")
-        for logger in loggers if isinstance(loggers, list) else [loggers]:
-            settings = (logger.get("init_args") if isinstance(logger, Namespace) else None) or {}
-            key = next((k for k in ("project", "experiment_name", "name") if k in settings), None)
-            if key is not None and settings[key] is None:
-                settings[key] = experiment
+        name_loggers_after_the_experiment(config)
         if problem := device_error(config.get("trainer", {})):
             self.parser.error(problem)  # before any data is read
         take_launcher_layout(config.get("trainer", {}))
@@ -146,14 +135,7 @@ class ProjectCLI(LightningCLI):
             self._checked_ckpt_path()
 
     def _checked_ckpt_path(self, runs: Path | None = None) -> str | None:
-        """The checkpoint file (best/last: in ``runs``), refused in one line if it holds code."""
-        from project.checkpoints import CheckpointError, checked_ckpt_path, class_paths
-
-        config = self.config[self.config.subcommand]
-        try:
-            return checked_ckpt_path(config.get("ckpt_path"), class_paths(config.as_dict()), runs)
-        except (CheckpointError, FileNotFoundError) as error:
-            self.parser.error(str(error))
+        return checked_checkpoint(self.config[self.config.subcommand], self.parser, runs)
 
     def _prepare_run(self) -> None:
         """Safe loading, the checkpoint that best/last mean, and a log folder of its own."""
@@ -184,6 +166,35 @@ class ProjectCLI(LightningCLI):
         if self.trainer.is_global_zero:
             # The run's result: stdout, whatever logging is set to.
             print(summary(results[0] if results else {}, best, log_dir), flush=True)
+
+
+def name_loggers_after_the_experiment(config: Namespace) -> None:
+    """A logger's ``name: null`` (base.yaml's) becomes the experiment's file name.
+
+    The experiment is the last ``--config`` outside ``presets/``, so a run of
+    ``longtail-focal.yaml`` logs to ``logs/longtail-focal/version_N``. W&B groups runs by
+    ``project`` and MLflow by ``experiment_name``: those are named, where null.
+    """
+    files = [Path(str(f)) for f in config.get("config") or []]
+    stems = [f.stem for f in files if "presets" not in f.parent.parts]
+    experiment = stems[-1] if stems else "lightning_logs"
+    loggers = config.get("trainer", {}).get("logger")
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        settings = (logger.get("init_args") if isinstance(logger, Namespace) else None) or {}
+        key = next((k for k in ("project", "experiment_name", "name") if k in settings), None)
+        if key is not None and settings[key] is None:
+            settings[key] = experiment
+
+
+def checked_checkpoint(config: Namespace, parser: Any, runs: Path | None = None) -> str | None:
+    """The checkpoint file (best/last: in ``runs``), refused in one line if it holds code."""
+    from project.checkpoints import CheckpointError, checked_ckpt_path, class_paths
+
+    try:
+        return checked_ckpt_path(config.get("ckpt_path"), class_paths(config.as_dict()), runs)
+    except (CheckpointError, FileNotFoundError) as error:
+        parser.error(str(error))
+        return None  # parser.error exits
 
 
 def take_launcher_layout(trainer: Any) -> None:
