@@ -118,7 +118,7 @@ def keep_marked_blocks(text: str, kept: set[str], known: set[str], where: str) -
     out.append(text[position:])
     if stray := END.search("".join(out)):
         raise StarterError(f"{where}: {stray[0].strip()} closes no marker")
-    return "".join(out)
+    return re.sub(r"\n{3,}", "\n\n", "".join(out))  # no run of blank lines where a block was
 
 
 def drop_notebook_sections(text: str, titles: list[str]) -> str:
