@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -45,23 +44,9 @@ class ProjectArgumentParser(LightningArgumentParser):
         # Nested parsers report to their parent by raising; leave that as it is.
         if not self.exit_on_error or os.environ.get("JSONARGPARSE_DEBUG"):
             super().error(message, ex)
-        from project.parser_messages import config_files, short_parser_error, yaml_syntax_error
+        from project.parser_messages import error_report
 
-        if problem := yaml_syntax_error(config_files(self.command_line)):
-            sys.stderr.write(f"error: {problem}\n")
-            self.exit(2)
-        parser = getattr(ex, "subcommand_parser", None) or self
-        command = parser.prog.replace(" [options]", "")
-        line = short_parser_error(message)
-        if re.search(r"^(model|data)\b.*: required|required: (\w+\.)?(model|data)\b", line):
-            line += (
-                "; a config that changes only a few keys is an overlay: give "
-                "configs/default.yaml (or another whole config) before it"
-            )
-        sys.stderr.write(
-            f"error: {line}\n"
-            f"  ({command} --help lists the options; JSONARGPARSE_DEBUG=1 shows the full message)\n"
-        )
+        sys.stderr.write(error_report(self, message, ex))
         self.exit(2)
 
 

@@ -21,6 +21,26 @@ _SEARCH_NOTES = re.compile(
 )
 
 
+def error_report(parser: Any, message: str, ex: Exception | None) -> str:
+    """What the command line shows for a parser error: one line naming the key, then a hint.
+
+    A config file that is not valid YAML is named with its line instead.
+    """
+    if problem := yaml_syntax_error(config_files(parser.command_line)):
+        return f"error: {problem}\n"
+    command = (getattr(ex, "subcommand_parser", None) or parser).prog.replace(" [options]", "")
+    line = short_parser_error(message)
+    if re.search(r"^(model|data)\b.*: required|required: (\w+\.)?(model|data)\b", line):
+        line += (
+            "; a config that changes only a few keys is an overlay: give "
+            "configs/default.yaml (or another whole config) before it"
+        )
+    return (
+        f"error: {line}\n"
+        f"  ({command} --help lists the options; JSONARGPARSE_DEBUG=1 shows the full message)\n"
+    )
+
+
 def short_parser_error(message: str) -> str:
     """One line from jsonargparse's nested error: the full key, then what is wrong with it.
 

@@ -1,8 +1,10 @@
 """A mistake in what the user gives is one line and status 2, whatever stage finds it.
 
-Each case runs ``python -m project`` in a subprocess, as a user would: parse time,
-construction, ``prepare_data``, ``setup``, checkpoint loading and the trainer's
-device check. The line names the key, value, file or folder; there is no traceback.
+The cases cover parse time, construction, ``prepare_data``, ``setup``, checkpoint
+loading and the trainer's device check. One per stage runs ``python -m project`` in
+a subprocess, as a user would; the others run ``main()`` in this process inside the
+same door (``project.errors.at_the_door``). The line names the key, value, file or
+folder; there is no traceback.
 """
 
 from __future__ import annotations
@@ -37,9 +39,27 @@ STRICT_BROKEN_IMAGES = [
     *["fit", "--config", "configs/experiments/imagefolder.yaml", "--data.root", "broken-images"],
     *["--data.init_args.strict", "true"],
 ]
-# The mistakes the issue lists, each run as a user runs it: python -m project in a process.
+# One mistake per stage (parsing, a config file's syntax, setup, the trainer), each run as a
+# user runs it: python -m project in a process of its own.
 CASES = {
-    # The mistakes that were one line already, kept so.
+    "unknown key": (
+        ["fit", "--config", "configs/default.yaml", "--trainer.max_epoch", "5"],
+        "trainer.max_epoch",
+    ),
+    "YAML syntax error": (["fit", "--config", "broken.yaml"], "broken.yaml:4:"),
+    "unusable image files with data.strict (setup)": (
+        STRICT_BROKEN_IMAGES,
+        "2 samples cannot be used (data.strict is true)",
+    ),
+    "a GPU the machine lacks (trainer)": (
+        ["fit", "--config", "configs/default.yaml", "--trainer.accelerator", "gpu"],
+        "trainer.accelerator: 'gpu' needs a CUDA GPU and this machine has none",
+    ),
+}
+# The other mistakes, run in this process through the same door: main() inside
+# project.errors.at_the_door, as python -m project runs it, which costs no
+# start-up of their own.
+MORE_CASES = {
     "misspelled class_path": (
         [
             "fit",
@@ -78,17 +98,7 @@ CASES = {
         ],
         "weight_decay",
     ),
-    # Mistakes after parsing: construction, prepare_data, setup, checkpoint loading.
-    "unknown key": (
-        ["fit", "--config", "configs/default.yaml", "--trainer.max_epoch", "5"],
-        "trainer.max_epoch",
-    ),
     "missing config file": (["fit", "--config", "configs/nonesuch.yaml"], "nonesuch.yaml"),
-    "YAML syntax error": (["fit", "--config", "broken.yaml"], "broken.yaml:4:"),
-    "unusable image files with data.strict (setup)": (
-        STRICT_BROKEN_IMAGES,
-        "2 samples cannot be used (data.strict is true)",
-    ),
     "checkpoint file missing": (
         ["predict", "--config", "configs/default.yaml", "--ckpt_path", "/no/such.ckpt"],
         "/no/such.ckpt",
@@ -109,14 +119,6 @@ CASES = {
         ],
         "'empty' holds no image files",
     ),
-    "a GPU the machine lacks (trainer)": (
-        ["fit", "--config", "configs/default.yaml", "--trainer.accelerator", "gpu"],
-        "trainer.accelerator: 'gpu' needs a CUDA GPU and this machine has none",
-    ),
-}
-# More mistakes LightningCLI users make, run in this process through the same door
-# (project.errors.at_the_door), which costs no start-up of their own.
-MORE_CASES = {
     "negative worker count": (
         ["fit", "--config", "configs/default.yaml", "--data.init_args.num_workers", "-2"],
         "data.num_workers",

@@ -3,7 +3,10 @@
 The fast tests check what the starter writes (and refuses); the slow one works
 in each new tree as its owner would: ``make lint``, the default ``fit`` for one
 epoch, its ``make test-fast`` and the pre-commit hooks, with the template's
-package blocked from import so that nothing in the new tree leans on it.
+package blocked from import so that nothing in the new tree leans on it. A
+starter with leaves runs its leaves' fast tests and the pre-commit test: the
+core's fast tests are the same in every tree, and the starter without leaves runs
+them all.
 """
 
 from __future__ import annotations
@@ -284,7 +287,12 @@ def test_the_new_project_passes_its_lint_fit_and_fast_tests(
     make = ["make", f"VENV={venv}", "-o", f"{venv}/.installed"]
     run(*make, "lint")
     # In one process, one thread: this test's own worker shares the cores with the rest.
-    tests = run(*make, "test-fast", "TEST_WORKERS=-p no:xdist")
+    if keep:
+        files = {f for leaf in keep for f in LEAVES[leaf].paths if f.startswith("tests/")}
+        files = sorted(files | {"tests/test_repository.py"})
+        tests = run(sys.executable, "-m", "pytest", "-p", "no:xdist", "-m", "not slow", *files)
+    else:
+        tests = run(*make, "test-fast", "TEST_WORKERS=-p no:xdist")
     # Its fast tests include tests/test_repository.py, which runs the pre-commit hooks on it.
     assert re.search(r"\d+ passed", tests) and " failed" not in tests
 

@@ -16,7 +16,7 @@ from torchvision.transforms import v2
 from project.data.check import FileCheck
 from project.data.files import ImageDataset, ImageFiles, common_size, try_train_transform
 from project.data.reports import report_skipped, split_table
-from project.data.samples import Samples, checked_samples, default_num_workers, folder_to_predict
+from project.data.samples import Samples, checked_samples, default_num_workers
 from project.data.sampling import TrainSampler, loader_sampler
 from project.data.settings import check_settings
 from project.data.splits import SPLITS, TrainSubset, complete_split
@@ -172,6 +172,8 @@ class ImageDataModule(L.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         if stage == "predict" and self.predict_root is not None:
+            from project.data.predict import folder_to_predict
+
             store, checked, unreadable = folder_to_predict(
                 Path(self.predict_root), self.channels, self.check_files, self.num_workers
             )

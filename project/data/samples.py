@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
 from project.data.check import FileCheck, check_files
 from project.data.files import DecodedImages, ImageFiles, ImageStore
-from project.exceptions import InputFileError
-from project.images import scan_folder
 
 
 @dataclass
@@ -61,21 +58,3 @@ def checked_samples(
         None if samples.split is None else [samples.split[i] for i in check.readable],
     )
     return kept, check, check.unreadable
-
-
-def folder_to_predict(
-    root: Path, channels: int, check: bool, num_workers: int
-) -> tuple[ImageFiles, FileCheck | None, list[tuple[str, str]]]:
-    """The images under ``root`` (any layout, no labels), checked when ``check`` is on."""
-    if not root.is_dir():
-        raise InputFileError(f"predict_root {str(root)!r} is not a folder of images")
-    paths, _ = scan_folder(root)
-    if not paths:
-        raise InputFileError(
-            f"predict_root {str(root)!r} holds no image files "
-            "(looked for .png, .jpg, .jpeg, .bmp, .gif, .tif, .tiff, .webp)"
-        )
-    if not check:
-        return ImageFiles(paths, channels), None, []
-    checked = check_files(paths, channels, num_workers=num_workers)
-    return ImageFiles([paths[i] for i in checked.readable], channels), checked, checked.unreadable

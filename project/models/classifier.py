@@ -15,7 +15,6 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassRecall
 
-from project.models.compat import check_fits
 from project.models.inputs import InputNormalization
 from project.models.metrics import EpochMeans, classification_metrics
 
@@ -305,6 +304,8 @@ class ImageClassifier(L.LightningModule):
         Runs before the weights are copied, so ``test``, ``predict`` and a resumed
         ``fit`` stop with this message instead of a list of tensor size mismatches.
         """
+        from project.models.compat import check_fits  # loaded only when a checkpoint is
+
         source = getattr(self._trainer, "ckpt_path", None) or "the checkpoint"
         check_fits(self, checkpoint, source)
         if "normalize.mean" not in checkpoint["state_dict"]:
