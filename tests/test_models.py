@@ -14,6 +14,21 @@ def test_convnet_gives_one_logit_per_class_at_any_image_size(size: int):
     assert ConvNet(num_classes=7)(torch.randn(2, 3, size, size)).shape == (2, 7)
 
 
+@pytest.mark.parametrize("pooled_size", [1, 2])
+def test_convnet_pooled_to_a_grid_tells_where_a_shape_is(pooled_size: int):
+    """The same square in two places: one logit vector with global pooling, two with a grid."""
+    net = ConvNet(
+        num_classes=3, in_channels=1, widths=(8, 16), convs_per_stage=1, pooled_size=pooled_size
+    ).eval()
+    images = torch.zeros(2, 1, 96, 96)
+    images[0, :, 24:28, 24:28] = 1.0
+    images[1, :, 56:60, 56:60] = 1.0  # 32 px further: the same pooling alignment
+    with torch.no_grad():
+        logits = net(images)
+    assert net.classifier.in_features == 16 * pooled_size**2
+    assert torch.allclose(logits[0], logits[1], atol=1e-6) == (pooled_size == 1)
+
+
 def test_no_convolution_has_a_bias_in_front_of_batch_norm():
     convs = [m for m in ConvNet(num_classes=3).modules() if isinstance(m, nn.Conv2d)]
     assert convs and all(conv.bias is None for conv in convs)

@@ -23,13 +23,17 @@ def conv_bn_relu(in_channels: int, out_channels: int, batch_norm: bool) -> list[
 class ConvNet(nn.Module):
     """A VGG-style CNN: stages of 3x3 convolutions, 2x2 pooling between stages.
 
-    Global average pooling before the classifier makes it work at any image size.
+    Average pooling to a ``pooled_size`` grid before the classifier: 1 (global
+    average pooling) works at any image size and keeps only what is there; a
+    larger grid also keeps where it is, as torchvision's VGG does (7x7).
 
     Args:
         widths: Channels of each stage; the number of entries is the depth in stages.
         convs_per_stage: 3x3 convolutions in each stage, or one count per stage
             (``[1, 2, 2]``: one at full resolution, where a convolution costs most).
         dropout: Dropout probability before the classifier.
+        pooled_size: Side of the grid the last stage's features are averaged to;
+            the classifier sees ``widths[-1] * pooled_size**2`` numbers.
     """
 
     def __init__(
@@ -41,6 +45,7 @@ class ConvNet(nn.Module):
         batch_norm: bool = True,
         pooling: Literal["max", "avg"] = "max",
         dropout: float = 0.2,
+        pooled_size: int = 1,
     ) -> None:
         super().__init__()
         self.in_channels = in_channels
@@ -64,9 +69,9 @@ class ConvNet(nn.Module):
                 layers += conv_bn_relu(channels, width, batch_norm)
                 channels = width
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = nn.AdaptiveAvgPool2d(pooled_size)
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(channels, num_classes)
+        self.classifier = nn.Linear(channels * pooled_size**2, num_classes)
         init_weights(self)
 
     def forward(self, images: Tensor) -> Tensor:
