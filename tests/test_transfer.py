@@ -296,7 +296,7 @@ def test_the_transfer_loader_refuses_a_crafted_checkpoint(
 def test_init_from_builds_nothing_a_checkpoint_names(trained: Path, probe: Path, tmp_path: Path):
     # init_from takes only weights and class names: nothing in its settings is built.
     crafted = craft(trained, "net", probe, tmp_path / "crafted.ckpt")
-    net = ConvNet(10, in_channels=1, widths=[32, 64])
+    net = ConvNet(10, in_channels=1, widths=[32, 64], pooled_size=4)  # as configs/default.yaml
     model = TransferClassifier(net, 10, init_from=str(crafted))
     saved = torch.load(trained, map_location="cpu", weights_only=True)["state_dict"]
     assert torch.equal(model.net.features[0].weight, saved["net.features.0.weight"])
