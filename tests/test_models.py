@@ -27,6 +27,8 @@ def test_convnet_pooled_to_a_grid_tells_where_a_shape_is(pooled_size: int):
         logits = net(images)
     assert net.classifier.in_features == 16 * pooled_size**2
     assert torch.allclose(logits[0], logits[1], atol=1e-6) == (pooled_size == 1)
+    with pytest.raises(ValueError, match="pooled_size 0 must be at least 1"):
+        ConvNet(num_classes=3, pooled_size=0)
 
 
 def test_no_convolution_has_a_bias_in_front_of_batch_norm():

@@ -23,9 +23,9 @@ def conv_bn_relu(in_channels: int, out_channels: int, batch_norm: bool) -> list[
 class ConvNet(nn.Module):
     """A VGG-style CNN: stages of 3x3 convolutions, 2x2 pooling between stages.
 
-    Average pooling to a ``pooled_size`` grid before the classifier: 1 (global
-    average pooling) works at any image size and keeps only what is there; a
-    larger grid also keeps where it is, as torchvision's VGG does (7x7).
+    Average pooling to a fixed ``pooled_size`` grid before the classifier makes it
+    work at any image size: a 1x1 grid (global average pooling) keeps what the
+    features found, a larger grid also where, as torchvision's VGG does (7x7).
 
     Args:
         widths: Channels of each stage; the number of entries is the depth in stages.
@@ -54,6 +54,8 @@ class ConvNet(nn.Module):
         counts = (
             [convs_per_stage] * len(widths) if isinstance(convs_per_stage, int) else convs_per_stage
         )
+        if pooled_size < 1:
+            raise ValueError(f"pooled_size {pooled_size} must be at least 1 (a 1x1 grid)")
         if len(counts) != len(widths) or min(counts) < 1:
             raise ValueError(
                 f"convs_per_stage {convs_per_stage} needs a count of at least 1 for each of the "
