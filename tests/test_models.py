@@ -31,6 +31,22 @@ def test_convnet_pooled_to_a_grid_tells_where_a_shape_is(pooled_size: int):
         ConvNet(num_classes=3, pooled_size=0)
 
 
+
+def test_convnet_grid_the_size_of_its_features_gives_the_pooled_answer():
+    """28x28 images reach a 7x7 map: a 7x7 grid skips the pass and answers the same."""
+    net = ConvNet(
+        num_classes=3, in_channels=1, widths=(8, 16, 32), convs_per_stage=1, pooled_size=7
+    ).eval()
+    images = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        features = net.features(images)
+        pooled = net.classifier(net.pool(features).flatten(1))
+        logits = net(images)
+    assert features.shape[-2:] == (7, 7)
+    assert torch.equal(logits, pooled)
+    with torch.no_grad():  # another image size still goes through the grid
+        assert net(torch.rand(2, 1, 40, 40)).shape == (2, 3)
+
 def test_no_convolution_has_a_bias_in_front_of_batch_norm():
     convs = [m for m in ConvNet(num_classes=3).modules() if isinstance(m, nn.Conv2d)]
     assert convs and all(conv.bias is None for conv in convs)
