@@ -31,7 +31,6 @@ def test_convnet_pooled_to_a_grid_tells_where_a_shape_is(pooled_size: int):
         ConvNet(num_classes=3, pooled_size=0)
 
 
-
 def test_convnet_grid_the_size_of_its_features_gives_the_pooled_answer():
     """28x28 images reach a 7x7 map: a 7x7 grid skips the pass and answers the same."""
     net = ConvNet(
@@ -46,6 +45,7 @@ def test_convnet_grid_the_size_of_its_features_gives_the_pooled_answer():
     assert torch.equal(logits, pooled)
     with torch.no_grad():  # another image size still goes through the grid
         assert net(torch.rand(2, 1, 40, 40)).shape == (2, 3)
+
 
 def test_no_convolution_has_a_bias_in_front_of_batch_norm():
     convs = [m for m in ConvNet(num_classes=3).modules() if isinstance(m, nn.Conv2d)]
