@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 import shutil
 import socket
 from pathlib import Path
@@ -64,10 +65,26 @@ def is_overlay(name: str) -> bool:
     )
 
 
+# An overlay of another whole config than the default names it in its header.
+STACKS_ON = re.compile(r"^# Stacks on (configs/\S+\.yaml)", re.MULTILINE)
+
+
+def base_of(name: str) -> list[str]:
+    """The ``--config`` arguments that come before ``configs/<name>``.
+
+    None for a whole config; for an overlay, the config its header says it stacks
+    on (``# Stacks on configs/experiments/fashion-mnist.yaml``), else the default.
+    """
+    if not is_overlay(name):
+        return []
+    found = STACKS_ON.search((CONFIGS / name).read_text())
+    return ["--config", found.group(1)] if found else DEFAULT
+
+
 def experiment(name: str) -> list[str]:
     """The ``--config`` arguments that run ``configs/experiments/<name>.yaml`` (see its header)."""
     path = f"experiments/{name}.yaml"
-    return [*(DEFAULT if is_overlay(path) else []), "--config", f"configs/{path}"]
+    return [*base_of(path), "--config", f"configs/{path}"]
 
 
 def find_callback(cli, kind: type):

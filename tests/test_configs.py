@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONFIGS, DEFAULT, FAST, experiment, is_overlay, run_cli
+from conftest import CONFIGS, FAST, base_of, experiment, run_cli
 from fakes import preparer_for
 
 # configs/search/ holds search spaces for `python -m project.runner search`, not
@@ -32,7 +32,7 @@ def needed_gpus(name: str) -> int:
 
 
 def config_args(name: str, workdir: Path) -> list[str]:
-    args = [*(DEFAULT if is_overlay(name) else []), "--config", f"configs/{name}"]
+    args = [*base_of(name), "--config", f"configs/{name}"]
     prepare = preparer_for(name)
     if prepare is not None:
         args += prepare(workdir)
@@ -91,7 +91,7 @@ def hooks_the_process(name: str) -> bool:
 def test_config_runs_fast(name: str, workdir: Path):
     # The fast overrides first, the config's own preparation after: log-lines.yaml is a
     # progress display, which needs the progress bar FAST turns off.
-    configs = [*(DEFAULT if is_overlay(name) else []), "--config", f"configs/{name}"]
+    configs = [*base_of(name), "--config", f"configs/{name}"]
     prepared = config_args(name, workdir)[len(configs) :]
     cli = run_cli("fit", *configs, *FAST, *prepared)
     # The deterministic preset switches this on for the whole process.

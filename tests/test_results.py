@@ -41,7 +41,9 @@ def test_the_digits_table_holds_each_seed_and_their_mean_and_spread(workdir: Pat
 
 @pytest.mark.slow
 def test_the_fashion_table_reads_the_gzipped_files_where_debian_puts_them(workdir: Path):
-    folder = write_mnist(workdir / "fashion", name="FashionMNIST", gzipped=True, flat=True)
+    folder = write_mnist(
+        workdir / "fashion", name="FashionMNIST", train=300, gzipped=True, flat=True
+    )
     output = workdir / "results"
     arguments = ["fashion", "--seeds", "0", "--fashion-root", str(folder), "--output", str(output)]
     report = results.main([*arguments, *FAST])
