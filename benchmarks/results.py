@@ -129,7 +129,7 @@ TABLES: dict[str, Table] = {
         {"fashion-mnist": ["configs/experiments/fashion-mnist.yaml", BF16_CPU]},
         ["test/acc", "test/f1"],
         fashion=True,
-        minutes=75,  # five runs of 10-15 minutes (seeds 0-2 measured: docs/results/fashion/)
+        minutes=60,  # five runs of about 12 minutes (seeds 0-2 measured: docs/results/fashion/)
     ),
     "fashion-long": Table(
         "FashionMNIST, the longer CPU recipe",
