@@ -73,7 +73,7 @@ def base_of(name: str) -> list[str]:
     """The ``--config`` arguments that come before ``configs/<name>``.
 
     None for a whole config; for an overlay, the config its header says it stacks
-    on (``# Stacks on configs/experiments/fashion-mnist.yaml``), else the default.
+    on (``# Stacks on configs/experiments/<name>.yaml``), else the default.
     """
     if not is_overlay(name):
         return []
