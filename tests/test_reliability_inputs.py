@@ -22,7 +22,7 @@ from project.callbacks import (
     CheckpointWriteError,
 )
 from project.callbacks.checkpointing import claim_log_versions
-from project.data.sampling import ResumableSampler
+from project.data.sampling import ResumableSampler, reseed_everything
 
 DEFAULT = ["--config", "configs/default.yaml"]
 
@@ -302,6 +302,21 @@ def draws(sampler: ResumableSampler, batch_size: int) -> list[tuple[list[int], f
             batches.append((batch, torch.rand(1).item()))
             batch = []
     return batches
+
+
+def test_per_batch_reseed_draws_what_torch_manual_seed_draws():
+    import random
+
+    import numpy as np
+
+    reseed_everything(2**40 + 7)
+    ours = (torch.rand(4), torch.randint(0, 100, (3,)), np.random.rand(2), random.random())
+    torch.manual_seed(2**40 + 7)
+    np.random.seed((2**40 + 7) % 2**32)
+    random.seed(2**40 + 7)
+    reference = (torch.rand(4), torch.randint(0, 100, (3,)), np.random.rand(2), random.random())
+    assert torch.equal(ours[0], reference[0]) and torch.equal(ours[1], reference[1])
+    assert ours[2].tolist() == reference[2].tolist() and ours[3] == reference[3]
 
 
 def test_training_order_is_a_new_permutation_each_epoch_and_repeatable():
