@@ -7,11 +7,13 @@ sides of a mismatch), never in a silent success or a half-done run.
 from __future__ import annotations
 
 import os
+import random
 import resource
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from conftest import FAST, run_cli
@@ -305,10 +307,6 @@ def draws(sampler: ResumableSampler, batch_size: int) -> list[tuple[list[int], f
 
 
 def test_per_batch_reseed_draws_what_torch_manual_seed_draws():
-    import random
-
-    import numpy as np
-
     reseed_everything(2**40 + 7)
     ours = (torch.rand(4), torch.randint(0, 100, (3,)), np.random.rand(2), random.random())
     torch.manual_seed(2**40 + 7)
@@ -317,6 +315,20 @@ def test_per_batch_reseed_draws_what_torch_manual_seed_draws():
     reference = (torch.rand(4), torch.randint(0, 100, (3,)), np.random.rand(2), random.random())
     assert torch.equal(ours[0], reference[0]) and torch.equal(ours[1], reference[1])
     assert ours[2].tolist() == reference[2].tolist() and ours[3] == reference[3]
+
+
+def test_per_batch_reseed_leaves_only_a_custom_backend_to_torch_manual_seed(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    seeded: list[int] = []
+    monkeypatch.setattr(torch, "manual_seed", seeded.append)
+    monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda: None)
+    reseed_everything(5)  # a CPU build: the CPU generator directly
+    monkeypatch.setattr(
+        torch.accelerator, "current_accelerator", lambda: torch.device("privateuseone")
+    )
+    reseed_everything(6)  # a PrivateUse1 device: torch's own call seeds it
+    assert seeded == [6]
 
 
 def test_training_order_is_a_new_permutation_each_epoch_and_repeatable():

@@ -19,6 +19,10 @@ from torch.utils.data import DistributedSampler, RandomSampler, Sampler
 warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended")
 
 
+# Accelerator modules of torch whose generators reseed_everything seeds when they are in use.
+BUILT_IN_ACCELERATORS = ("cuda", "xpu", "mtia")
+
+
 def derived_seed(seed: int, *path: int) -> int:
     """A 64-bit seed that depends only on ``seed`` and ``path`` (such as epoch and batch)."""
     sequence = np.random.SeedSequence(seed % 2**64, spawn_key=path)
@@ -28,19 +32,23 @@ def derived_seed(seed: int, *path: int) -> int:
 def reseed_everything(seed: int) -> None:
     """Seeds torch (CPU, accelerators in use), numpy and ``random``, where transforms draw from.
 
-    Not ``torch.manual_seed``: for each accelerator not initialized (CUDA, XPU,
-    MTIA on a CPU run) it queues a seed and records the whole call stack, which
-    deep in a training loop costs about 0.35 ms, once per batch; here a CPU run
-    seeds the CPU generator alone (an accelerator not in use while a batch is
-    drawn and trained has no draws of that batch to repeat).
+    Not ``torch.manual_seed`` for the built-in accelerators: for each one not
+    initialized (CUDA, XPU, MTIA on a CPU run) it queues a seed and records the
+    whole call stack, which deep in a training loop costs about 0.35 ms, once per
+    batch. Here only the generators a batch can draw from are seeded (an
+    accelerator not in use has no draws of that batch to repeat); a build for
+    another backend (a PrivateUse1 device) still goes through ``torch.manual_seed``.
     """
     torch.default_generator.manual_seed(seed)
-    for name in ("cuda", "xpu", "mtia"):
-        accelerator = getattr(torch, name, None)
-        if accelerator is not None and accelerator.is_initialized():
+    for name in BUILT_IN_ACCELERATORS:
+        accelerator = getattr(torch, name)
+        if accelerator.is_initialized():
             accelerator.manual_seed_all(seed)
     if torch.backends.mps.is_available():
         torch.mps.manual_seed(seed)
+    build = torch.accelerator.current_accelerator()
+    if build is not None and build.type not in (*BUILT_IN_ACCELERATORS, "mps"):
+        torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)
 
