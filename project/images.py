@@ -10,6 +10,7 @@ and Pillow.
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -60,11 +61,39 @@ def to_uint8(image: torch.Tensor) -> torch.Tensor:
     return (image.to(torch.float32) / 257.0).round().clamp(0, 255).to(torch.uint8)
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_is_intact(data: bytes) -> bool:
+    """Whether every chunk of a PNG file is whole and passes its CRC, up to the closing IEND.
+
+    torchvision's PNG decoder ends the process (a segmentation fault) on a libpng
+    error such as a damaged compressed stream, instead of raising: a file that
+    fails this check goes to Pillow, which raises an error that names the damage.
+    """
+    view, position = memoryview(data), len(PNG_SIGNATURE)
+    while position + 12 <= len(view):
+        length = int.from_bytes(view[position : position + 4], "big")
+        end = position + 8 + length  # after the length, the type and the data
+        if end + 4 > len(view):
+            return False
+        if zlib.crc32(view[position + 4 : end]) != int.from_bytes(view[end : end + 4], "big"):
+            return False
+        if view[position + 4 : position + 8] == b"IEND":
+            return True
+        position = end + 4
+    return False
+
+
 def _load_with_pil(path: Path, channels: int) -> torch.Tensor:
     # Pillow covers what torchvision.io does not decode (BMP, TIFF, ...).
     from PIL import Image
 
-    with Image.open(path) as image:
+    try:
+        opened = Image.open(path)
+    except Image.DecompressionBombError as error:  # more pixels than Image.MAX_IMAGE_PIXELS
+        raise ValueError(str(error)) from None
+    with opened as image:
         image.load()
         if image.mode.startswith("I;16") or image.mode == "I":
             array = np.asarray(image, dtype=np.int32)
@@ -79,21 +108,29 @@ def load_image(path: str | Path, channels: int) -> torch.Tensor:
     """Decodes one file into a ``(channels, H, W)`` uint8 tensor.
 
     JPEG, PNG, GIF and WebP are decoded by ``torchvision.io``; other formats
-    (BMP, TIFF) by Pillow. Palette, RGBA, 16-bit and CMYK files are converted to
-    the requested mode, so every image of a dataset has the same channel count.
+    (BMP, TIFF), and PNG files that fail :func:`png_is_intact`, by Pillow.
+    Palette, RGBA, 16-bit and CMYK files are converted to the requested mode, so
+    every image of a dataset has the same channel count; an animated GIF gives
+    its first frame.
 
     Raises:
         UnreadableImageError: The file is missing, truncated or not an image.
     """
     try:
-        image = decode_image(str(path), mode=read_mode(channels))
-    except RuntimeError:
+        data = Path(path).read_bytes()
+        if not data or (data.startswith(PNG_SIGNATURE) and not png_is_intact(data)):
+            raise RuntimeError("empty, or a PNG chunk cut short or failing its CRC")
+        encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        image = decode_image(encoded, mode=read_mode(channels))
+    except (OSError, RuntimeError):
         try:
             image = _load_with_pil(Path(path), channels)
         except (OSError, ValueError, SyntaxError) as error:
             # Pillow's messages ("image file is truncated", "cannot identify
             # image file") read better than the C++ source locations torchvision gives.
             raise UnreadableImageError(path, str(error) or type(error).__name__) from None
+    if image.ndim == 4:  # the frames of an animated GIF
+        image = image[0]
     # GIF and WebP ignore the requested grayscale mode.
     return match_channels(to_uint8(image), channels)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import warnings
 from pathlib import Path
 
@@ -37,17 +38,29 @@ def write_odd_images(folder: Path) -> list[Path]:
     }
     for name, image in made.items():
         image.save(folder / name)
-    return [folder / name for name in made]
+    # An animated GIF: three frames, of which the first is used.
+    frames = [
+        Image.fromarray(np.full((30, 40, 3), value, dtype=np.uint8)) for value in (0, 128, 255)
+    ]
+    frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:], duration=100)
+    return [*(folder / name for name in made), folder / "animated.gif"]
 
 
 def write_broken_files(folder: Path) -> list[Path]:
     """Files with image names that cannot be decoded."""
     good = folder / "000.jpg"
     data = good.read_bytes()
+    # One byte of a PNG's compressed pixels damaged: torchvision's decoder would end the process.
+    noise = np.random.default_rng(2).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    png = io.BytesIO()
+    Image.fromarray(noise).save(png, format="PNG")
+    damaged = bytearray(png.getvalue())
+    damaged[len(damaged) // 2] ^= 0xFF
     broken = {
         "truncated.jpg": data[: len(data) // 3],
         "empty.png": b"",
         "text.jpg": b"not an image at all",
+        "damaged.png": bytes(damaged),
     }
     for name, content in broken.items():
         (folder / name).write_bytes(content)
@@ -81,21 +94,22 @@ def test_unreadable_files_are_skipped_with_one_warning_naming_them(messy):
         )
         datamodule.setup("fit")
     message = skipped_warning(record)
-    assert "Skipped 3 samples" in message
+    assert f"Skipped {len(broken)} samples" in message  # the damaged PNG among them
     for path in broken:
         assert str(path) in message
     assert any("empty_class" in str(w.message) for w in record)
     assert datamodule.class_names == sorted(CLASSES)
     used = {Path(p) for split in datamodule.datasets.values() for p in split.paths}
-    assert len(used) == 8 + (8 + 8) + 8  # cats, dogs and the odd ones, birds
+    assert len(used) == 8 + (8 + 9) + 8  # cats, dogs and the odd ones, birds
     assert not any(p.suffix in (".txt", "") for p in used)
-    assert {"rgba.png", "cmyk.jpg", "sixteen.png", "tiny.png", "scan.tif"} <= {p.name for p in used}
+    odd = {"rgba.png", "cmyk.jpg", "sixteen.png", "tiny.png", "scan.tif", "animated.gif"}
+    assert odd <= {p.name for p in used}
 
 
 def test_strict_fails_with_the_full_list(messy):
     root, broken = messy
     datamodule = ImageFolderDataModule(root=str(root), image_size=16, num_workers=0, strict=True)
-    with pytest.raises(ValueError, match="3 samples cannot be used") as error:
+    with pytest.raises(ValueError, match=f"{len(broken)} samples cannot be used") as error:
         datamodule.setup("fit")
     for path in broken:
         assert str(path) in str(error.value)
@@ -157,5 +171,20 @@ def test_decoded_odd_images_have_the_requested_channels(tmp_path: Path):
         for channels in (1, 3):
             image = load_image(path, channels)
             assert image.dtype == torch.uint8 and image.shape[0] == channels, path.name
+            assert image.shape[1:] == (30, 40) or path.name == "tiny.png", path.name
+    assert load_image(tmp_path / "animated.gif", 1).unique().tolist() == [0]  # the first frame
     # 16384 of 65535 is a quarter: scaled, not clipped to 255 or cut to its low byte (0).
     assert load_image(tmp_path / "sixteen.png", 1).unique().tolist() == [64]
+
+
+def test_an_image_over_pillow_s_pixel_limit_is_unreadable_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from project.images import UnreadableImageError, load_image
+
+    path = tmp_path / "scan.bmp"
+    Image.fromarray(np.zeros((30, 40, 3), dtype=np.uint8)).save(path)
+    # Pillow refuses images over twice MAX_IMAGE_PIXELS (decompression bombs).
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)
+    with pytest.raises(UnreadableImageError, match=r"scan\.bmp: Image size \(1200 pixels\)"):
+        load_image(path, 3)
