@@ -126,7 +126,11 @@ def check_import_paths(
     allowed = set(config_classes)
     skipped = set(skip)
     for part in SETTINGS_KEYS:
-        settings = {k: v for k, v in checkpoint.get(part, {}).items() if k not in skipped}
+        settings = {
+            k: v
+            for k, v in checkpoint.get(part, {}).items()
+            if k not in skipped and not _class_names(k, v)
+        }
         for where, name, value in _named_strings(settings, part):
             if not _acceptable(name, value, allowed):
                 raise UntrustedCheckpointError(
@@ -153,8 +157,20 @@ def _named_strings(value: Any, where: str) -> Iterator[tuple[str, str, str]]:
     for inner, name, item in items:
         if isinstance(item, str):
             yield inner, name, item
-        elif name != "class_names":
+        else:
             yield from _named_strings(item, inner)
+
+
+def _class_names(key: str, value: Any) -> bool:
+    """Whether a top-level setting is the model's class names: labels, not code.
+
+    A class may be called after a module (a folder named ``os.path``), so these
+    strings are not read as import paths. Only a list of plain strings under the
+    top-level ``class_names`` qualifies: anything nested deeper, or a mapping,
+    is checked like every other setting.
+    """
+    names = isinstance(value, (list, tuple)) and all(isinstance(name, str) for name in value)
+    return key == "class_names" and names
 
 
 def _acceptable(name: str, value: str, config_classes: set[str]) -> bool:

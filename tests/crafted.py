@@ -120,6 +120,18 @@ CRAFTED = {
         ),
         "scheduler.init_args.lr_lambda",
     ),
+    # A class hidden under a nested key named like the model's class names (a trusted class's
+    # dict[str, Any] argument would hand it to jsonargparse, which builds it).
+    "nested class_names": (
+        _set(
+            "net",
+            {
+                "class_path": "project.models.ConvNet",
+                "init_args": {"class_names": {"class_path": f"{PROBE}.Net"}},
+            },
+        ),
+        "net.init_args.class_names.class_path",
+    ),
     "_class_path": (_set("_class_path", f"{PROBE}.Model"), "_class_path"),
     "_instantiator": (_set("_instantiator", f"{PROBE}.instantiate"), "_instantiator"),
     "pickled": (_pickled, None),

@@ -136,3 +136,13 @@ def test_a_class_the_config_names_is_trusted_on_the_command_line(
     cli = run_cli("validate", *DEFAULT, loss, "--ckpt_path=own.ckpt", *FAST)
     assert cli.trainer.state.finished
     assert probe.read_text().split() == ["import", "Loss"], "built once, by the config"
+
+
+def test_class_names_that_read_like_modules_are_labels_not_code():
+    from project.checkpoints import UntrustedCheckpointError, check_import_paths
+
+    labels = {"hyper_parameters": {"class_names": ["os.path", "numpy", "cat"]}, "state_dict": {}}
+    check_import_paths(labels, "folders.ckpt")  # a folder may be named like a module
+    hidden = {"hyper_parameters": {"class_names": [{"class_path": "os.system"}]}, "state_dict": {}}
+    with pytest.raises(UntrustedCheckpointError, match=r"class_names\[0\]\.class_path names 'os"):
+        check_import_paths(hidden, "hidden.ckpt")
