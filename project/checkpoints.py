@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib.util
 import io
 import pickle
-import re
 import zipfile
 from argparse import ArgumentError
 from collections.abc import Callable, Iterable, Iterator
@@ -39,7 +38,14 @@ TRUSTED_INSTANTIATORS = frozenset(
 SETTINGS_KEYS = ("hyper_parameters", "datamodule_hyper_parameters")
 
 # What torch.load raises for a file that is no checkpoint, or one that holds code.
-_UNREADABLE = (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile)
+_UNREADABLE = (
+    RuntimeError,
+    OSError,
+    EOFError,
+    KeyError,  # torch.load of a file that is no zip archive, nor a legacy pickle
+    pickle.UnpicklingError,
+    zipfile.BadZipFile,
+)
 
 
 class CheckpointError(InputValueError):
@@ -96,9 +102,21 @@ def read_checkpoint(
 def _unreadable(error: BaseException) -> str:
     """Why torch.load refused a file, in a few words (not torch's advice to load it unsafely)."""
     text = str(error).strip() or type(error).__name__
-    refused = re.search(r"WeightsUnpickler error: (.*?)(?: Please use|$)", text, re.MULTILINE)
-    if refused:
-        return f"it holds pickled objects, not only tensors ({refused[1].rstrip('.')})"
+    marker = "WeightsUnpickler error:"
+    if marker in text or text.startswith("Weights only load failed"):
+        # The reason follows the marker (on its line, or since torch 2.14 below it), or,
+        # without it, has a paragraph of its own after torch's advice.
+        after = text.split(marker, 1)[1] if marker in text else text.split("\n", 1)[-1]
+        skip = ("Check the documentation", "Please file an issue")
+        lines = [line.strip() for line in after.splitlines() if line.strip()]
+        lines = [line for line in lines if not line.startswith(skip)]
+        reason = lines[0].split(" Please use")[0].rstrip(".") if lines else "no reason given"
+        if reason.startswith("Unsupported operand"):  # bytes that are no pickle at all
+            return f"not a file written by torch.save ({reason})"
+        return f"it holds pickled objects, not only tensors ({reason})"
+    if isinstance(error, KeyError) or text.startswith("mmap can only be used"):
+        # What torch.load says of a file that is not the zip archive torch.save writes.
+        return "not a file written by torch.save (a Lightning .ckpt is a zip archive)"
     return text.splitlines()[0]
 
 

@@ -146,3 +146,24 @@ def test_class_names_that_read_like_modules_are_labels_not_code():
     hidden = {"hyper_parameters": {"class_names": [{"class_path": "os.system"}]}, "state_dict": {}}
     with pytest.raises(UntrustedCheckpointError, match=r"class_names\[0\]\.class_path names 'os"):
         check_import_paths(hidden, "hidden.ckpt")
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_a_pickle_or_a_text_file_is_refused_in_one_line_without_unsafe_advice(
+    tmp_path: Path, mmap: bool
+):
+    from crafted import Payload
+
+    from project.checkpoints import read_checkpoint
+
+    pickled, text = tmp_path / "pickled.ckpt", tmp_path / "notes.ckpt"
+    record = tmp_path / "ran"
+    torch.save(Payload(record), pickled)  # the whole file one object with a __reduce__
+    text.write_text("not a checkpoint")
+    for path, reason in [(pickled, "holds pickled objects"), (text, "not a file written by")]:
+        with pytest.raises(CheckpointError) as error:
+            read_checkpoint(path, mmap=mmap)
+        message = str(error.value)
+        assert len(message.splitlines()) == 1 and str(path) in message and reason in message
+        assert "weights_only" not in message and "torch.save your checkpoint" not in message
+    assert not record.exists()
