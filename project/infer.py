@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import sys
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,10 @@ from project.images import (
 )
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
+
+
+# Constants that torch.export.load unpickles: custom objects and opaque objects.
+PICKLED_CONSTANTS = ("custom_obj", "opaque_obj")
 
 
 def read_sidecar(model: Path) -> dict[str, Any]:
@@ -63,7 +69,14 @@ def load_predictor(model: Path) -> Predictor:
     if not model.is_file():
         raise SystemExit(f"error: {model} does not exist")
     if model.suffix == ".pt2":
-        program = torch.export.load(model).module()
+        check_program_archive(model)
+        try:
+            program = torch.export.load(model).module()
+        except Exception as error:  # a damaged program: one line, whatever torch raises
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise SystemExit(
+                f"error: {model} does not load: {reason or type(error).__name__}"
+            ) from None
 
         def run_program(images: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
@@ -85,6 +98,45 @@ def load_predictor(model: Path) -> Predictor:
 
         return run_session
     raise SystemExit(f"error: {model} is neither a .pt2 nor an .onnx file")
+
+
+def check_program_archive(model: Path) -> None:
+    """Refuses a ``.pt2`` file that ``torch.export.load`` would unpickle, before loading it.
+
+    ``torch.export.load`` reads a weight or constant marked ``use_pickle`` with
+    ``torch.load(weights_only=False)``, custom objects with ``pickle``, and a
+    ``.pt`` entry (sample inputs, the legacy weights or constants) unsafely when a
+    safe load of it fails: each runs whatever code a crafted file names. A file
+    written by ``python -m project export`` holds none of these.
+
+    Raises:
+        SystemExit: One line naming the file and the entry.
+    """
+    refused = f"error: {model} is refused"
+    try:
+        with zipfile.ZipFile(model) as archive:
+            for name in archive.namelist():
+                if name.endswith(("_weights_config.json", "_constants_config.json")):
+                    entries = json.loads(archive.read(name)).get("config", {})
+                    for key, entry in entries.items():
+                        stored = str(entry.get("path_name", ""))
+                        if entry.get("use_pickle") or stored.startswith(PICKLED_CONSTANTS):
+                            raise SystemExit(
+                                f"{refused}: {key} ({name}) is stored as a pickled object, "
+                                "which loading would run; export the model again"
+                            )
+                elif name.endswith(".pt"):
+                    try:
+                        torch.load(io.BytesIO(archive.read(name)), weights_only=True)
+                    except Exception:
+                        raise SystemExit(
+                            f"{refused}: {name} is not plain tensors, and torch.export.load "
+                            "would unpickle it, running what it names; export the model again"
+                        ) from None
+    except (zipfile.BadZipFile, OSError, ValueError, AttributeError) as error:
+        raise SystemExit(
+            f"error: {model} is not a program written by torch.export.save ({error})"
+        ) from None
 
 
 def image_paths(inputs: Sequence[str]) -> tuple[list[Path], list[tuple[str, str]]]:

@@ -181,3 +181,59 @@ def test_export_is_a_subcommand_of_the_cli():
     assert done.returncode == 0, done.stderr[-2000:]
     for option in ("--ckpt_path", "--output", "--onnx", "--opset", "--samples"):
         assert option in done.stdout
+
+
+def test_infer_refuses_a_program_that_would_unpickle_code_before_loading_it(tmp_path: Path):
+    import io
+    import os
+    import zipfile
+
+    import torch
+
+    from project.infer import load_predictor
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    def payload() -> bytes:
+        buffer = io.BytesIO()
+        torch.save(Payload(), buffer)
+        return buffer.getvalue()
+
+    good = tmp_path / "good.pt2"
+    torch.export.save(torch.export.export(torch.nn.Linear(2, 2), (torch.zeros(1, 2),)), good)
+
+    def crafted(name: str, edit) -> Path:
+        path = tmp_path / name
+        with zipfile.ZipFile(good) as source, zipfile.ZipFile(path, "w") as target:
+            for item in source.infolist():
+                target.writestr(item, edit(item.filename, source.read(item.filename)))
+        return path
+
+    def pickled_weight(name: str, data: bytes) -> bytes:
+        if name.endswith("_weights_config.json"):
+            config = json.loads(data)
+            for entry in config["config"].values():
+                entry["use_pickle"] = True
+            return json.dumps(config).encode()
+        return payload() if "/weights/weight_" in name else data
+
+    def pickled_inputs(name: str, data: bytes) -> bytes:
+        return payload() if "/sample_inputs/" in name else data
+
+    (tmp_path / "notes.pt2").write_text("not a program")
+    cases = {
+        crafted("weight.pt2", pickled_weight): "is stored as a pickled object",
+        crafted("inputs.pt2", pickled_inputs): "is not plain tensors",
+        tmp_path / "notes.pt2": "is not a program written by torch.export.save",
+    }
+    for path, reason in cases.items():
+        with pytest.raises(SystemExit) as error:
+            load_predictor(path)
+        message = str(error.value)
+        assert len(message.splitlines()) == 1 and str(path) in message and reason in message
+    assert not marker.exists(), "the crafted program's code ran"
+    assert load_predictor(good)(torch.ones(1, 2)).shape == (1, 2)
