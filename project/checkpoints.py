@@ -229,6 +229,8 @@ def load_checked(
             settings do not build the model.
     """
     if isinstance(source, (str, Path)):
+        if Path(source).is_dir() or not Path(source).suffix:  # a run folder, as read_checkpoint
+            source = run_checkpoint(Path(source), "best", "checkpoint_path")
         name: str | Path = source
         checkpoint = read_checkpoint(source, "checkpoint_path", mmap=True)
     else:
@@ -291,6 +293,8 @@ def checked_ckpt_path(
             f"ckpt_path: {path} does not exist; give a .ckpt file, or best or last for the "
             "newest run of this config"
         )
+    if path and "://" not in path and Path(path).is_dir():  # a run folder: its newest run's best
+        path = str(run_checkpoint(Path(path), "best", "ckpt_path"))
     if path and "://" not in path and Path(path).is_file():  # remote files: Lightning's checks
         checkpoint = read_checkpoint(path, "ckpt_path", mmap=True)
         check_import_paths(checkpoint, path, "ckpt_path", config_classes=config_classes)

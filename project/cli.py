@@ -132,7 +132,8 @@ class ProjectCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if path and path not in ("best", "last"):  # those are found once the logger exists
-            self._checked_ckpt_path()
+            # A run folder stands for its newest run's best checkpoint.
+            self.config[subcommand]["ckpt_path"] = self._checked_ckpt_path()
 
     def _checked_ckpt_path(self, runs: Path | None = None) -> str | None:
         return checked_checkpoint(self.config[self.config.subcommand], self.parser, runs)

@@ -11,6 +11,8 @@ import torch
 import yaml
 from conftest import FAST, run_cli
 
+from project.exceptions import InputValueError
+
 DEFAULT = ["--config", "configs/default.yaml"]
 
 
@@ -145,8 +147,21 @@ def test_the_model_summary_shows_shapes_and_flops(workdir: Path, capsys: pytest.
 @pytest.mark.slow
 def test_resuming_a_one_cycle_run_for_longer_is_refused_clearly(workdir: Path):
     run_cli("fit", *DEFAULT, *FAST, "--trainer.max_epochs=2", "--test_after_fit=false")
-    with pytest.raises(ValueError, match=r"OneCycleLR was built for 4 optimizer steps.*needs 6"):
+    # An input error: python -m project prints it in one line and exits with status 2.
+    with pytest.raises(InputValueError, match=r"OneCycleLR was built for 4 optimizer steps.*6"):
         run_cli("fit", *DEFAULT, *FAST, "--trainer.max_epochs=3", "--ckpt_path=last")
+
+
+@pytest.mark.slow
+def test_a_run_folder_stands_for_its_newest_best_checkpoint(workdir: Path):
+    from project.models import ImageClassifier
+
+    fitted = run_cli("fit", *DEFAULT, *FAST, "--test_after_fit=false")
+    best = fitted.trainer.checkpoint_callback.best_model_path
+    tested = run_cli("test", *DEFAULT, *FAST, "--ckpt_path=logs/default")
+    assert Path(tested.trainer.ckpt_path).resolve() == Path(best).resolve()
+    model = ImageClassifier.load_from_checkpoint("logs/default")
+    assert torch.equal(model.normalize.mean, fitted.model.normalize.mean.cpu())
 
 
 @pytest.mark.slow

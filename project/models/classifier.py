@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassRecall
 
+from project.exceptions import InputValueError
 from project.models.inputs import InputNormalization
 from project.models.metrics import EpochMeans, classification_metrics
 
@@ -210,7 +211,7 @@ class ImageClassifier(L.LightningModule):
         for config in self.trainer.lr_scheduler_configs:
             total = getattr(config.scheduler, "total_steps", None)
             if isinstance(config.scheduler, PER_BATCH_SCHEDULERS) and total and total < needed:
-                raise ValueError(
+                raise InputValueError(
                     f"{type(config.scheduler).__name__} was built for {total} optimizer steps "
                     f"(restored from the checkpoint), but this run needs {needed}: resume with "
                     "the max_epochs the run started with, or start a new run from the "
