@@ -113,6 +113,24 @@ def test_too_few_images_for_a_stratified_split_is_a_clear_error(tmp_path: Path):
         folder(tmp_path, val_fraction=0.1, test_fraction=0.1)
 
 
+def test_fractions_that_leave_too_few_training_images_name_the_keys():
+    from project.data.splits import stratified_split
+
+    targets = [0] * 6 + [1] * 6 + [2] * 6
+    with pytest.raises(ValueError, match=r"leave 0 of 18 images for training.*val_fraction=0.5"):
+        stratified_split(targets, {"val": 0.5, "test": 0.45}, seed=0)
+
+
+def test_a_class_too_small_for_a_held_out_split_is_named_in_a_warning():
+    from project.data.splits import stratified_split
+    from project.exceptions import ProjectWarning
+
+    targets = [0] * 12 + [1] * 12 + [2] * 12 + [3] * 2
+    with pytest.warns(ProjectWarning, match=r"val split has no images of 1 classes.*'two'"):
+        split = stratified_split(targets, {"val": 0.1}, seed=0, class_names=["a", "b", "c", "two"])
+    assert "val" not in {name for name, target in zip(split, targets, strict=True) if target == 3}
+
+
 # -- augmentation -------------------------------------------------------------------------
 
 

@@ -7,10 +7,11 @@ same targets and seed always give the same split.
 from __future__ import annotations
 
 import math
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 
-from project.exceptions import InputValueError
+from project.exceptions import InputValueError, ProjectWarning
 
 SPLITS = ("train", "val", "test")
 
@@ -61,13 +62,46 @@ def stratified_split(
                 f"{classes} classes it must each contain: raise the {name} fraction "
                 f"(data.{name}_fraction) or add images"
             )
+        if len(rest) - held_out < classes:
+            given = ", ".join(f"data.{n}_fraction={f}" for n, f in fractions.items())
+            raise InputValueError(
+                f"the held-out splits leave {len(rest) - held_out} of {len(targets)} images "
+                f"for training, fewer than the {classes} classes ({given}): lower the "
+                "fractions or add images"
+            )
         check_stratifiable([targets[i] for i in rest], 2, f"{name} split", class_names)
         stratify = [targets[i] for i in rest]
         rest, chosen = train_test_split(rest, test_size=share, stratify=stratify, random_state=seed)
         for i in chosen:
             split[i] = name
         remaining -= fraction
+    warn_of_absent_classes(split, targets, [n for n, f in fractions.items() if f > 0], class_names)
     return split
+
+
+def warn_of_absent_classes(
+    split: Sequence[str],
+    targets: Sequence[int],
+    held_out: Sequence[str],
+    class_names: Sequence[str] | None,
+) -> None:
+    """Warns of classes too small to reach every held-out split (stratifying rounds them out)."""
+    absent: dict[str, list[str]] = {}
+    present = set(zip(targets, split, strict=True))
+    for index in sorted(set(targets)):
+        for name in held_out:
+            if (index, name) not in present:
+                absent.setdefault(name, []).append(
+                    repr(class_names[index]) if class_names else str(index)
+                )
+    for name, missing in absent.items():
+        warnings.warn(
+            f"the {name} split has no images of {len(missing)} classes, too small for its "
+            f"fraction: {', '.join(missing[:10])}; their {name} figures are not measured. "
+            f"Add images or raise data.{name}_fraction",
+            ProjectWarning,
+            stacklevel=2,
+        )
 
 
 def complete_split(
