@@ -337,3 +337,25 @@ def test_pad_crop_flip_draws_every_shift_of_the_padded_image():
         out = never(image)
         assert any(torch.equal(out, crop) for crop in crops.values())
     assert RandomPadCropFlip(12, padding=1)(image).shape == (3, 12, 12)  # smaller than the crop
+
+
+def test_folders_named_like_splits_beside_train_are_read_as_classes_with_a_warning(
+    tmp_path: Path,
+):
+    from project.exceptions import ProjectWarning
+
+    write_image_folder(tmp_path / "train", per_class=6, sizes=((24, 24),))
+    write_image_folder(tmp_path / "valid", per_class=3, sizes=((24, 24),))
+    with pytest.warns(ProjectWarning, match=r"named like splits are read as classes: train, valid"):
+        datamodule = folder(tmp_path, val_fraction=0.2, test_fraction=0.2)
+    assert datamodule.class_names == ["train", "valid"]
+
+
+def test_a_split_with_images_of_a_class_train_has_none_of_is_refused(tmp_path: Path):
+    write_image_folder(tmp_path / "train", per_class=6, sizes=((24, 24),))
+    write_image_folder(tmp_path / "val", per_class=3, sizes=((24, 24),))
+    empty = sorted(p for p in (tmp_path / "train").iterdir() if p.is_dir())[0]
+    for image in empty.iterdir():
+        image.unlink()  # its folder stays, empty: the class is left out of training
+    with pytest.raises(ValueError, match=rf"has images of classes \['{empty.name}'\]"):
+        folder(tmp_path)

@@ -13,6 +13,9 @@ from project.data.splits import SPLITS
 from project.exceptions import InputFileError, InputValueError, ProjectWarning
 from project.images import IMAGE_EXTENSIONS, scan_folder
 
+# Folder names that mean a split, not a class.
+SPLIT_LIKE = frozenset({"train", "training", "val", "valid", "validation", "test", "testing"})
+
 
 def _visible_folders(path: Path) -> list[str]:
     return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -47,7 +50,8 @@ class ImageFolderDataModule(ImageDataModule):
     def __init__(self, root: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.root = Path(root)
-        self.class_names = self.select_classes(self.discover_classes())
+        self.found_classes = self.discover_classes()  # with images (under train/, if split)
+        self.class_names = self.select_classes(self.found_classes)
 
     def _is_presplit(self) -> bool:
         return (self.root / "train").is_dir() and set(_visible_folders(self.root)) <= set(SPLITS)
@@ -69,6 +73,14 @@ class ImageFolderDataModule(ImageDataModule):
                 category=ProjectWarning,
             )
         names = [name for name in names if name not in empty]
+        split_like = sorted(set(names) & SPLIT_LIKE)
+        if top == self.root and {"train", "training"} & set(split_like):
+            rank_zero_warn(
+                f"folders named like splits are read as classes: {', '.join(split_like)} (under "
+                f"{top}); a split folder holds only train/, val/ and test/, each with one "
+                "folder per class (rename valid/ to val/, move other folders out)",
+                category=ProjectWarning,
+            )
         if not names:
             raise InputFileError(
                 f"data root {str(top)!r} has no class subfolders with images; expected "
@@ -104,9 +116,12 @@ class ImageFolderDataModule(ImageDataModule):
         return Samples(ImageFiles(paths, self.channels), targets, split if presplit else None)
 
     def _check_classes(self, top: Path) -> None:
-        extra = sorted(set(_visible_folders(top)) - set(_visible_folders(self.root / "train")))
+        found = set(self.found_classes)
+        extra = sorted(
+            n for n in _visible_folders(top) if n not in found and _holds_images(top / n)
+        )
         if extra:
             raise InputValueError(
-                f"{str(top)!r} has class folders {extra} that {str(self.root / 'train')!r} "
-                f"lacks; every split needs the same classes"
+                f"{str(top)!r} has images of classes {extra} that {str(self.root / 'train')!r} "
+                f"has none of; every split needs the same classes"
             )
