@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -138,19 +139,40 @@ def load_image(path: str | Path, channels: int) -> torch.Tensor:
 def scan_folder(folder: Path) -> tuple[list[Path], list[Path]]:
     """Image files under ``folder`` (any depth), and the other files found there, both sorted.
 
-    Hidden files and folders are left out. Paths sort folder by folder, as
+    The files :func:`visible_files` lists. Paths sort folder by folder, as
     ``pathlib`` orders them, so a split drawn from this order stays the same.
     """
     images, others = [], []
-    # os.walk lists with scandir: a tenth of rglob's time on tens of thousands of files.
-    for directory, folders, files in os.walk(folder):
-        folders[:] = [name for name in folders if not name.startswith(".")]
-        for name in files:
-            if name.startswith("."):
-                continue
-            found = images if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS else others
-            found.append(os.path.join(directory, name))
+    for path in visible_files(folder):
+        (images if is_image_name(path) else others).append(path)
     return _sorted_paths(images), _sorted_paths(others)
+
+
+def is_image_name(path: str) -> bool:
+    """Whether a file name has one of :data:`IMAGE_EXTENSIONS` (any case)."""
+    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
+
+
+def visible_files(folder: Path) -> Iterator[str]:
+    """The files under ``folder`` (any depth) that are not hidden, in the order found.
+
+    Linked folders are followed, each real folder once, except a link to
+    ``folder`` itself or to a folder above it (a loop, which would also bring in
+    its neighbours' files).
+    """
+    top = os.path.realpath(folder)
+    seen = {top}
+    # os.walk lists with scandir: a tenth of rglob's time on tens of thousands of files.
+    for directory, folders, files in os.walk(folder, followlinks=True):
+        kept = []
+        for name in folders:
+            real = os.path.realpath(os.path.join(directory, name))
+            above = top.startswith(os.path.join(real, ""))
+            if not name.startswith(".") and real not in seen and not above:
+                seen.add(real)
+                kept.append(name)
+        folders[:] = kept
+        yield from (os.path.join(directory, name) for name in files if not name.startswith("."))
 
 
 def _sorted_paths(paths: list[str]) -> list[Path]:

@@ -359,3 +359,24 @@ def test_a_split_with_images_of_a_class_train_has_none_of_is_refused(tmp_path: P
         image.unlink()  # its folder stays, empty: the class is left out of training
     with pytest.raises(ValueError, match=rf"has images of classes \['{empty.name}'\]"):
         folder(tmp_path)
+
+
+def test_linked_folders_in_a_class_count_and_loose_images_are_reported(tmp_path: Path):
+    import shutil
+
+    from project.exceptions import ProjectWarning
+
+    root = write_image_folder(tmp_path / "pets", per_class=6, sizes=((24, 24),))
+    first = sorted(p for p in root.iterdir() if p.is_dir())[0]
+    elsewhere = tmp_path / "more"
+    elsewhere.mkdir()
+    for image in sorted(first.iterdir())[:3]:
+        shutil.copy(image, elsewhere / f"more-{image.name}")
+    (first / "more").symlink_to(elsewhere, target_is_directory=True)
+    (first / "loop").symlink_to(root, target_is_directory=True)  # a link up the tree
+    shutil.copy(sorted(first.iterdir())[0], root / "loose.png")
+    with pytest.warns(ProjectWarning, match=r"Ignored 1 images outside the class folders.*loose"):
+        datamodule = folder(root)
+    used = [p for split in datamodule.datasets.values() for p in split.paths]
+    assert sum("/more/more-" in str(p) for p in used) == 3  # followed, and the loop once
+    assert len(used) == 6 * len(datamodule.class_names) + 3

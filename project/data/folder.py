@@ -11,7 +11,7 @@ from project.data.datamodule import ImageDataModule, Samples
 from project.data.files import ImageFiles
 from project.data.splits import SPLITS
 from project.exceptions import InputFileError, InputValueError, ProjectWarning
-from project.images import IMAGE_EXTENSIONS, scan_folder
+from project.images import IMAGE_EXTENSIONS, is_image_name, scan_folder, visible_files
 
 # Folder names that mean a split, not a class.
 SPLIT_LIKE = frozenset({"train", "training", "val", "valid", "validation", "test", "testing"})
@@ -23,12 +23,7 @@ def _visible_folders(path: Path) -> list[str]:
 
 def _holds_images(folder: Path) -> bool:
     # Stops at the first image: a large class folder is not listed twice.
-    return any(
-        path.suffix.lower() in IMAGE_EXTENSIONS
-        and path.is_file()
-        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
-        for path in folder.rglob("*")
-    )
+    return any(is_image_name(path) for path in visible_files(folder))
 
 
 class ImageFolderDataModule(ImageDataModule):
@@ -90,13 +85,20 @@ class ImageFolderDataModule(ImageDataModule):
 
     def find_samples(self) -> Samples:
         presplit = self._is_presplit()
-        paths, targets, split, others = [], [], [], []
+        paths, targets, split, others, loose = [], [], [], [], []
         for split_name in SPLITS if presplit else ("",):
             top = self.root / split_name
             if not top.is_dir():
                 continue
             if presplit:
                 self._check_classes(top)
+            loose += [
+                path
+                for path in sorted(top.iterdir())
+                if path.suffix.lower() in IMAGE_EXTENSIONS
+                and path.is_file()
+                and not path.name.startswith(".")
+            ]
             for index, name in enumerate(self.class_names):
                 if not (top / name).is_dir():
                     continue
@@ -105,6 +107,14 @@ class ImageFolderDataModule(ImageDataModule):
                 paths += images
                 targets += [index] * len(images)
                 split += [split_name] * len(images)
+        if loose:
+            listed = ", ".join(str(p) for p in loose[:5])
+            more = f" and {len(loose) - 5} more" if len(loose) > 5 else ""
+            rank_zero_warn(
+                f"Ignored {len(loose)} images outside the class folders (each class is a "
+                f"folder of its images): {listed}{more}",
+                category=ProjectWarning,
+            )
         if others:
             listed = ", ".join(str(p) for p in others[:5])
             more = f" and {len(others) - 5} more" if len(others) > 5 else ""
