@@ -26,6 +26,7 @@ from project.callbacks.checkpointing import (
 from project.callbacks.linking import LinkDataToModel
 from project.data import ImageDataModule
 from project.errors import ProjectArgumentParser, device_error
+from project.exceptions import InputValueError
 from project.models import ImageClassifier
 
 # Lightning 2.6 asks torch's deprecated LeafSpec on every batch: a FutureWarning that is
@@ -288,3 +289,11 @@ def main(args: ArgsType = None, run: bool = True, prog: str = "python -m project
         # Lightning ends a run on SIGTERM with this exception and status 0 (outside
         # fit, where SaveOnInterrupt handles it); a scheduler must see it failed.
         raise SystemExit(143) from None
+    except UnicodeDecodeError:
+        from project.parser_messages import config_files, undecodable_file
+
+        if problem := undecodable_file(
+            config_files(given if isinstance(given, (list, tuple)) else [])
+        ):
+            raise InputValueError(problem) from None
+        raise

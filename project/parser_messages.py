@@ -133,6 +133,24 @@ def config_files(args: Sequence[Any]) -> list[str]:
     return files
 
 
+def undecodable_file(files: Sequence[str]) -> str | None:
+    """The first of ``files`` that is not UTF-8 text, named with the byte that is not.
+
+    jsonargparse lets the decoding error through as a traceback that names no file.
+    """
+    for name in files:
+        try:
+            Path(name).read_text(encoding="utf-8")
+        except OSError:
+            continue
+        except UnicodeDecodeError as error:
+            return (
+                f"{name}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset "
+                f"{error.start}); save the config as UTF-8"
+            )
+    return None
+
+
 def yaml_syntax_error(files: Sequence[str]) -> str | None:
     """The first of ``files`` that is not valid YAML, as ``FILE:LINE:COLUMN: problem``.
 

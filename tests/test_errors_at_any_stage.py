@@ -99,6 +99,10 @@ MORE_CASES = {
         "weight_decay",
     ),
     "missing config file": (["fit", "--config", "configs/nonesuch.yaml"], "nonesuch.yaml"),
+    "a config saved in Latin-1, not UTF-8": (
+        ["fit", "--config", "configs/default.yaml", "--config", "latin1.yaml"],
+        "latin1.yaml: not UTF-8 text (byte 0xe9",
+    ),
     "checkpoint file missing": (
         ["predict", "--config", "configs/default.yaml", "--ckpt_path", "/no/such.ckpt"],
         "/no/such.ckpt",
@@ -186,6 +190,7 @@ BROKEN_YAML = "model:\n  init_args:\n    net: 3\n     loss: x\n"
 def user_files(workdir: Path) -> None:
     """The files the mistakes name: a broken YAML file, folders, a module."""
     (workdir / "broken.yaml").write_text(BROKEN_YAML)
+    (workdir / "latin1.yaml").write_bytes("# résumé\ntrainer:\n  max_epochs: 0\n".encode("latin-1"))
     (workdir / "empty").mkdir()
     (workdir / "notes").mkdir()
     (workdir / "notes" / "readme.txt").write_text("no images here")
