@@ -95,9 +95,7 @@ class ImageFolderDataModule(ImageDataModule):
             loose += [
                 path
                 for path in sorted(top.iterdir())
-                if path.suffix.lower() in IMAGE_EXTENSIONS
-                and path.is_file()
-                and not path.name.startswith(".")
+                if is_image_name(path.name) and path.is_file() and not path.name.startswith(".")
             ]
             for index, name in enumerate(self.class_names):
                 if not (top / name).is_dir():
