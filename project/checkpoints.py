@@ -76,8 +76,7 @@ def read_checkpoint(
         CheckpointError: The file is no checkpoint, holds pickled code, has no
             ``state_dict``, or has settings that are not a mapping.
     """
-    if isinstance(source, (str, Path)) and (Path(source).is_dir() or not Path(source).suffix):
-        source = run_checkpoint(Path(source), "best", key)
+    source = run_folder_checkpoint(source, key)
     if name is None:
         name = str(source) if isinstance(source, (str, Path)) else getattr(source, "name", "stream")
     if isinstance(source, (str, Path)) and not Path(source).is_file():
@@ -229,8 +228,7 @@ def load_checked(
             settings do not build the model.
     """
     if isinstance(source, (str, Path)):
-        if Path(source).is_dir() or not Path(source).suffix:  # a run folder, as read_checkpoint
-            source = run_checkpoint(Path(source), "best", "checkpoint_path")
+        source = run_folder_checkpoint(source, "checkpoint_path")
         name: str | Path = source
         checkpoint = read_checkpoint(source, "checkpoint_path", mmap=True)
     else:
@@ -293,12 +291,20 @@ def checked_ckpt_path(
             f"ckpt_path: {path} does not exist; give a .ckpt file, or best or last for the "
             "newest run of this config"
         )
-    if path and "://" not in path and Path(path).is_dir():  # a run folder: its newest run's best
-        path = str(run_checkpoint(Path(path), "best", "ckpt_path"))
+    if path and "://" not in path:
+        path = str(run_folder_checkpoint(path, "ckpt_path"))
     if path and "://" not in path and Path(path).is_file():  # remote files: Lightning's checks
         checkpoint = read_checkpoint(path, "ckpt_path", mmap=True)
         check_import_paths(checkpoint, path, "ckpt_path", config_classes=config_classes)
     return path
+
+
+def run_folder_checkpoint(source: Any, key: str) -> Any:
+    """``source`` itself, or for a run folder (``logs/<experiment>``, or a path without a
+    suffix) the best checkpoint of its newest run."""
+    if isinstance(source, (str, Path)) and (Path(source).is_dir() or not Path(source).suffix):
+        return run_checkpoint(Path(source), "best", key)
+    return source
 
 
 def run_checkpoint(runs: Path, which: str, key: str) -> Path:
